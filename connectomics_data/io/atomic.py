@@ -1,0 +1,75 @@
+"""Write-then-rename: a crash never leaves a half-written output under its final name."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import OutputError
+
+
+def _describe_os_error(err: OSError, path: Path) -> str:
+    if err.errno == errno.ENOSPC:
+        return f"no space left on the device while writing {path}"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {path}: permission denied or read-only file system"
+    return f"cannot write {path}: {err.strerror or err}"
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path; on success rename it to ``path``, on failure remove it.
+
+    The temporary name lives in the same directory (same file system), so the final
+    ``os.replace`` is atomic: readers see either the old file or the complete new one. For
+    directory outputs (zarr stores) pass ``is_dir=True``; an existing directory at ``path`` is
+    replaced only after the new one is complete.
+
+    Raises:
+        OutputError: the directory is not writable or the disk is full; the message names
+            ``path``. Earlier outputs are left untouched.
+    """
+    final = Path(path)
+    parent = final.parent if str(final.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        if is_dir:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent))
+        else:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+    except OSError as err:
+        raise OutputError(_describe_os_error(err, final)) from err
+    try:
+        yield tmp
+        if is_dir:
+            if final.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=parent))
+                old.rmdir()
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        else:
+            os.replace(tmp, final)
+    except OSError as err:
+        _remove(tmp)
+        raise OutputError(_describe_os_error(err, final)) from err
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
