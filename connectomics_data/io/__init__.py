@@ -2,5 +2,37 @@
 
 from .atomic import atomic_output
 from .base import PAD_MODES, ArrayVolume, Volume, source_indices
+from .hdf5 import Hdf5Volume
+from .images import ImageStackVolume, ImageVolume
+from .layout import AxisLayout
+from .lazy import LazyArrayVolume
+from .names import resolve_names, resolve_volume_specs
+from .numpy_io import NpyVolume
+from .open import SUPPORTED_EXTENSIONS, open_volume
+from .tiff import TiffVolume
+from .writers import write_hdf5, write_png_slices, write_tiff, write_zarr
+from .zarr_io import ZarrVolume
 
-__all__ = ["PAD_MODES", "ArrayVolume", "Volume", "atomic_output", "source_indices"]
+__all__ = [
+    "PAD_MODES",
+    "SUPPORTED_EXTENSIONS",
+    "ArrayVolume",
+    "AxisLayout",
+    "Hdf5Volume",
+    "ImageStackVolume",
+    "ImageVolume",
+    "LazyArrayVolume",
+    "NpyVolume",
+    "TiffVolume",
+    "Volume",
+    "ZarrVolume",
+    "atomic_output",
+    "open_volume",
+    "resolve_names",
+    "resolve_volume_specs",
+    "source_indices",
+    "write_hdf5",
+    "write_png_slices",
+    "write_tiff",
+    "write_zarr",
+]

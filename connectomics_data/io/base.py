@@ -112,6 +112,8 @@ class Volume(ABC):
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
         shape = self.spatial_shape
+        if box.is_empty:
+            return np.zeros(self.channel_shape + box.shape, dtype=self.dtype)
         if Box.from_shape(shape).contains(box):
             return np.asarray(self._read_inside(box))
         nch = len(self.channel_shape)
