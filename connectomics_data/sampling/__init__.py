@@ -1,0 +1,22 @@
+"""Where samples come from: seeded streams, volume and position choice, rejection and screening."""
+
+from .positions import PositionSampler, crop_counts
+from .reject import Coins, RejectionPolicy, SamplingStats, Verdict, judge, screen
+from .screen import BlockCountTable, source_extent
+from .seeding import STREAM_AUGMENT, STREAM_POSITION, sample_rng
+
+__all__ = [
+    "STREAM_AUGMENT",
+    "STREAM_POSITION",
+    "BlockCountTable",
+    "Coins",
+    "PositionSampler",
+    "RejectionPolicy",
+    "SamplingStats",
+    "Verdict",
+    "crop_counts",
+    "judge",
+    "sample_rng",
+    "screen",
+    "source_extent",
+]

@@ -1,0 +1,103 @@
+"""Command line of ``scripts/train.py`` (compatible with PyTC's ``scripts/main.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import ConnectomicsDataError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train (default) or predict (--inference) with a PyTC v1-style YAML config.",
+        epilog="Trailing KEY VALUE pairs override config keys, e.g. SOLVER.ITERATION_TOTAL 100.",
+    )
+    p.add_argument("--config-file", required=True, help="YAML config (also looked up under configs/)")
+    p.add_argument("--config-base", default=None, help="base YAML merged before --config-file")
+    p.add_argument("--inference", action="store_true", help="predict INFERENCE.IMAGE_NAME with --checkpoint")
+    p.add_argument("--checkpoint", default=None, help="checkpoint to resume from / predict with")
+    p.add_argument("--manual-seed", type=int, default=None, help="overrides SYSTEM.SEED")
+    p.add_argument("--distributed", action="store_true", help="DistributedDataParallel (launch with torchrun)")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--local_world_size", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
+    return p
+
+
+def _device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _inference(cfg, args) -> int:
+    from ..datasets import resolve_input_path
+    from ..inference import run_inference_from_cfg
+    from ..io import resolve_volume_specs
+    from ..models import build_model
+    from .checkpoint import load_checkpoint
+    from .losses import prediction_activation
+    from .trainer import target_channels
+
+    if not args.checkpoint:
+        raise ConnectomicsDataError("--inference needs --checkpoint FILE (a checkpoint written by training)")
+    device = _device()
+    model = build_model(cfg, device)
+    load_checkpoint(args.checkpoint, model)
+    model.eval()
+    d = cfg.DATASET
+    if d.IMAGE_NAME is None:
+        raise ConnectomicsDataError("no input: set INFERENCE.IMAGE_NAME (or DATASET.IMAGE_NAME)")
+    files = resolve_volume_specs(d.IMAGE_NAME, resolve_input_path(d.INPUT_PATH), bool(d.IS_ABSOLUTE_PATH),
+                                 bool(d.LOAD_2D), what="INFERENCE.IMAGE_NAME")
+    activation = prediction_activation(cfg, target_channels(cfg))
+    report = run_inference_from_cfg(cfg, model, files, activation=activation, device=device)
+    for out in report.outputs:
+        print(f"wrote {out}")
+    for skipped in report.skipped:
+        print(f"skipped (output exists) {skipped}")
+    return 0
+
+
+def _train(cfg, args) -> int:
+    from ..config import save_cfg
+    from .trainer import Trainer, format_final_line, set_threads
+
+    out = Path(cfg.DATASET.OUTPUT_PATH)
+    out.mkdir(parents=True, exist_ok=True)
+    save_cfg(cfg, out / "config.yaml")
+    set_threads(cfg)
+    trainer = Trainer(cfg, _device(), checkpoint=args.checkpoint)
+    result = trainer.train()
+    print(format_final_line(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    opts = list(args.opts)
+    if opts and opts[0] == "--":
+        opts = opts[1:]
+    if args.manual_seed is not None:
+        opts += ["SYSTEM.SEED", str(args.manual_seed)]
+    from ..config import UnusedPyTCKeysWarning, load_cfg
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", UnusedPyTCKeysWarning)
+            cfg = load_cfg(args.config_file, args.config_base, opts, inference=args.inference,
+                           distributed=args.distributed)
+        if args.distributed and "RANK" not in os.environ:
+            raise ConnectomicsDataError("--distributed needs torchrun (RANK/WORLD_SIZE in the environment)")
+        return _inference(cfg, args) if args.inference else _train(cfg, args)
+    except ConnectomicsDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint written is intact", file=sys.stderr)
+        return 130

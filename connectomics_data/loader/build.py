@@ -1,0 +1,54 @@
+"""DataLoader construction from a config: workers, collate, pinned memory, prefetch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.utils.data
+from yacs.config import CfgNode
+
+from .batch import collate_samples
+from .sampler import SampleIndexSampler
+
+
+def num_workers_for(cfg: CfgNode, world_size: int = 1) -> int:
+    """SYSTEM.NUM_CPUS, split across ranks under DDP."""
+    return max(0, int(cfg.SYSTEM.NUM_CPUS) // max(1, world_size))
+
+
+def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, rank: int = 0,
+                     world_size: int = 1, seed: int | None = None, start_index: int = 0,
+                     num_workers: int | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader over :func:`~connectomics_data.datasets.build_dataset` (or ``dataset``).
+
+    Train: batches of SOLVER.SAMPLES_PER_BATCH drawn by a :class:`SampleIndexSampler` starting at
+    ``start_index`` (resume). Val/test: the window grid in order, batch 4 x SAMPLES_PER_BATCH
+    (val) or INFERENCE.SAMPLES_PER_BATCH (test). Workers = SYSTEM.NUM_CPUS (split across ranks);
+    pinned memory only when CUDA is present; persistent workers and prefetch factor from SYSTEM.
+    """
+    if dataset is None:
+        from ..datasets import build_dataset
+
+        dataset = build_dataset(cfg, mode, rank=rank, seed=seed)
+    workers = num_workers_for(cfg, world_size) if num_workers is None else int(num_workers)
+    if mode == "train":
+        batch = int(cfg.SOLVER.SAMPLES_PER_BATCH)
+        sampler = SampleIndexSampler(len(dataset), start=start_index)
+    else:
+        batch = 4 * int(cfg.SOLVER.SAMPLES_PER_BATCH) if mode == "val" else int(cfg.INFERENCE.SAMPLES_PER_BATCH)
+        sampler = torch.utils.data.SequentialSampler(dataset)
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        kwargs["persistent_workers"] = bool(cfg.SYSTEM.PERSISTENT_WORKERS) and mode == "train"
+        kwargs["prefetch_factor"] = int(cfg.SYSTEM.PREFETCH_FACTOR)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_samples,
+        pin_memory=bool(cfg.SYSTEM.PIN_MEMORY) and torch.cuda.is_available(),
+        drop_last=False,
+        **kwargs,
+    )
