@@ -295,3 +295,11 @@ def test_fuzz_any_text_file_loads_or_raises_our_error(tmp_path_factory, text):
             load_cfg(path)
     except ConnectomicsDataError:
         pass
+
+
+def test_config_reference_is_up_to_date():
+    from connectomics_data.config.reference import render_reference
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config_reference.md"
+    assert doc.read_text() == render_reference(), "run: python scripts/gen_config_reference.py"
+    assert all(f"`{spec.key}`" in doc.read_text() for spec in KEYS)

@@ -68,10 +68,10 @@ _SIZE = "(z, y, x) voxels"
 
 KEYS: list[KeySpec] = [
     # ------------------------------------------------------------------ SYSTEM
-    k("SYSTEM.NUM_GPUS", 4, "GPUs to use; inference batch = INFERENCE.SAMPLES_PER_BATCH x NUM_GPUS when >1 GPU is present."),
+    pytc_only("SYSTEM.NUM_GPUS", 4, "PyTC: GPUs for DataParallel. Here one process drives one device; launch with torchrun for several."),
     k("SYSTEM.NUM_CPUS", 4, "DataLoader worker processes (split across ranks under DDP)."),
     k("SYSTEM.DISTRIBUTED", False, "Distributed training (set by --distributed)."),
-    k("SYSTEM.PARALLEL", "DP", "'DP' | 'DDP' | anything else = single device. Set to 'DDP' by --distributed."),
+    pytc_only("SYSTEM.PARALLEL", "DP", "PyTC: 'DP' | 'DDP'. Set to 'DDP' by --distributed; DataParallel is not used."),
     k("SYSTEM.DISTRIBUTED_BACKEND", "nccl", "torch.distributed backend; 'gloo' is used on CPU-only machines."),
     pytc_only("SYSTEM.DEBUG", False, "Unused in PyTC."),
     ours("SYSTEM.SEED", 0, "Seed of every random choice (positions, augmentation, rejection); --manual-seed overrides it. A sample is a pure function of (seed, epoch, rank, index)."),
@@ -103,7 +103,7 @@ KEYS: list[KeySpec] = [
     k("MODEL.PAD_MODE", "replicate", "Convolution padding: 'zeros', 'replicate', 'reflect', 'circular'."),
     k("MODEL.NORM_MODE", "bn", "Normalisation: 'bn', 'sync_bn', 'in', 'gn', 'none'."),
     k("MODEL.ACT_MODE", "elu", "Activation: 'relu', 'elu', 'leaky'."),
-    k("MODEL.POOLING_LAYER", False, "PyTC: only affects the odd/even INPUT_SIZE advice."),
+    pytc_only("MODEL.POOLING_LAYER", False, "PyTC: only affects the odd/even INPUT_SIZE advice; both work here."),
     k("MODEL.MIXED_PRECESION", False, "(sic) Automatic mixed precision on CUDA; unlike PyTC not tied to --distributed."),
     pytc_only("MODEL.EMBEDDING", 1, "PyTC embedding option."),
     pytc_only("MODEL.HEAD_DEPTH", 1, "Decoder head depth (PyTC)."),
