@@ -68,13 +68,28 @@ def _train(cfg, args) -> int:
     from ..config import save_cfg
     from .trainer import Trainer, format_final_line, set_threads
 
+    info = None
+    if args.distributed:
+        from .distributed import init_distributed
+
+        info = init_distributed(cfg)
+    rank = info.rank if info else 0
     out = Path(cfg.DATASET.OUTPUT_PATH)
-    out.mkdir(parents=True, exist_ok=True)
-    save_cfg(cfg, out / "config.yaml")
-    set_threads(cfg)
-    trainer = Trainer(cfg, _device(), checkpoint=args.checkpoint)
-    result = trainer.train()
-    print(format_final_line(result))
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_cfg(cfg, out / "config.yaml")
+    set_threads(cfg, info.world_size if info else 1)
+    try:
+        trainer = Trainer(cfg, info.device if info else _device(), checkpoint=args.checkpoint,
+                          rank=rank, world_size=info.world_size if info else 1, dist_info=info)
+        result = trainer.train()
+    finally:
+        if info is not None:
+            from .distributed import cleanup
+
+            cleanup()
+    if rank == 0:
+        print(format_final_line(result))
     return 0
 
 
@@ -93,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_cfg(args.config_file, args.config_base, opts, inference=args.inference,
                            distributed=args.distributed)
         if args.distributed and "RANK" not in os.environ:
-            raise ConnectomicsDataError("--distributed needs torchrun (RANK/WORLD_SIZE in the environment)")
+            raise ConnectomicsDataError("--distributed needs torchrun (RANK / WORLD_SIZE in the environment): "
+                                        "torchrun --nproc_per_node=N scripts/train.py --distributed ...")
         return _inference(cfg, args) if args.inference else _train(cfg, args)
     except ConnectomicsDataError as err:
         print(f"error: {err}", file=sys.stderr)

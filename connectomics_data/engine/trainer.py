@@ -85,7 +85,7 @@ class Trainer:
 
     def __init__(self, cfg: CfgNode, device: torch.device | str = "cpu", checkpoint: str | None = None,
                  rank: int = 0, world_size: int = 1, model: torch.nn.Module | None = None,
-                 show_progress: bool = True):
+                 show_progress: bool = True, dist_info=None):
         from ..models import build_model, check_input_size
 
         self.cfg = cfg
@@ -107,6 +107,11 @@ class Trainer:
                 checkpoint, unwrap_model(self.model), self.optimizer, self.scheduler,
                 restart=bool(cfg.SOLVER.ITERATION_RESTART), scaler=self.scaler,
             )
+        if dist_info is not None:
+            from .distributed import wrap_model
+
+            self.model = wrap_model(self.model, dist_info, str(cfg.MODEL.NORM_MODE))
+            # the optimizer holds the same parameter objects, so it needs no rebuild
         self.activation = prediction_activation(cfg, self.channels)
         self.show_progress = show_progress and rank == 0
         self.is_main = rank == 0
@@ -167,9 +172,10 @@ class Trainer:
                     if self.is_main and iteration % int(cfg.SOLVER.ITERATION_SAVE) == 0:
                         self.save(iteration)
                     if cfg.DATASET.VAL_IMAGE_NAME and iteration % int(cfg.SOLVER.ITERATION_VAL) == 0 and iteration < total:
-                        val = self.validate()
-                        if val is not None and self.is_main:
+                        val = self.validate() if self.is_main else None
+                        if val is not None:
                             self._report_val(log, writer, iteration, val)
+                        self._barrier()
                         self.model.train()
                     if iteration >= total:
                         break
@@ -179,8 +185,9 @@ class Trainer:
         if self.is_main and iteration % int(cfg.SOLVER.ITERATION_SAVE) != 0:
             self.save(iteration)
         if cfg.DATASET.VAL_IMAGE_NAME:
-            result = self.validate()
-            if result is not None and self.is_main:
+            result = self.validate() if self.is_main else None
+            self._barrier()
+            if result is not None:
                 self._report_val(log, writer, iteration, result)
                 self.save_validation_png(result, self.output_dir / "validation.png")
         if log is not None:
@@ -188,6 +195,11 @@ class Trainer:
         if writer is not None:
             writer.close()
         return result
+
+    def _barrier(self) -> None:
+        from .distributed import barrier
+
+        barrier()
 
     def _step(self, batch) -> tuple[float, dict[str, float]]:
         device_type = self.device.type
@@ -227,7 +239,7 @@ class Trainer:
 
         cfg = self.cfg
         inputs = load_inputs(cfg, "val")
-        engine = build_inference_from_cfg(cfg, self.model, self.activation, self.device)
+        engine = build_inference_from_cfg(cfg, unwrap_model(self.model), self.activation, self.device)
         engine.settings = dataclasses.replace(
             engine.settings, input_size=tuple(cfg.MODEL.INPUT_SIZE), output_size=tuple(cfg.MODEL.OUTPUT_SIZE),
             pad=tuple(cfg.DATASET.VAL_PAD_SIZE), aug_num=None, output_dtype="float32", unpad=True,
@@ -271,7 +283,7 @@ class Trainer:
         tgt = batch.targets[0][0, 0].detach().float().cpu().numpy() if batch.targets else np.zeros_like(img)
         with torch.no_grad():
             self.model.eval()
-            pred = self.activation(self.model(batch.image[:1]))[0, 0].float().cpu().numpy()
+            pred = self.activation(unwrap_model(self.model)(batch.image[:1]))[0, 0].float().cpu().numpy()
             self.model.train()
         if img.ndim == 3:
             z = img.shape[0] // 2
@@ -312,10 +324,11 @@ def overlay_slice(val: ValidationResult, z: int) -> np.ndarray:
     return np.concatenate([left, right], axis=1)
 
 
-def set_threads(cfg: CfgNode) -> None:
-    """Leave one core to the data workers on small machines."""
-    cpus = os.cpu_count() or 1
-    workers = int(cfg.SYSTEM.NUM_CPUS)
+def set_threads(cfg: CfgNode, world_size: int = 1) -> None:
+    """Share the cores: ranks on one machine split them, and data workers get about half a core
+    each on small machines."""
+    cpus = max(1, (os.cpu_count() or 1) // max(1, world_size))
+    workers = int(cfg.SYSTEM.NUM_CPUS) // max(1, world_size)
     torch.set_num_threads(max(1, cpus - workers // 2) if workers else cpus)
 
 
