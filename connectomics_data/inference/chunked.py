@@ -1,0 +1,267 @@
+"""Chunk-by-chunk inference over a (tiled) volume: ``DO_CHUNK_TITLE = 1`` at test time.
+
+The volume is cut into disjoint chunks (``ChunkGrid`` over ``DATA_CHUNK_NUM``, PyTC's test
+arithmetic). Each chunk is predicted on its own with a halo of ``PAD_SIZE`` voxels: real
+neighbouring data where the halo lies inside the volume, the volume's padding (reflect)
+outside it; the halo's prediction is discarded. Chunk predictions go into **one** zarr volume
+``(C, z, y, x)`` whose chunks are aligned with the chunk grid where possible, so concurrent jobs
+(``CHUNK_IND_SPLIT``) never write the same zarr chunk. Optionally each chunk is also written as
+PyTC's ``<stem>_z0-z1-y0-y1-x0-x1.h5`` (dataset ``vol0``, unpadded chunk coordinates).
+
+Restarts: after a chunk's data is written (zarr writes are synchronous), a marker
+``<output>.progress/chunk_<id>.json`` is written atomically; chunks with a marker are skipped.
+A chunk interrupted half way has no marker and is recomputed, which rewrites the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, OutputError
+from ..geometry import Box, ChunkGrid, chunk_bounds, split_indices
+from ..io.atomic import atomic_output
+from ..io.base import Volume
+from .engine import SlidingWindowInference, _run_attrs
+from .outputs import check_output_path, prediction_file
+from .sinks import MARK_ATTR, MARK_VALUE, RegionSink, TeeSink
+
+
+class VolumeView(Volume):
+    """The part ``box`` of ``parent`` as a volume whose outside is the parent's data.
+
+    ``read`` of a box leaving the view returns the parent's voxels there (the chunk's halo),
+    and the parent's padding (``pad_mode``) only outside the parent.
+    """
+
+    def __init__(self, parent: Volume, box: Box):
+        if box.ndim != parent.spatial_ndim or not parent.full_box().contains(box):
+            raise ValueError(f"{parent.path}: view {box} must lie inside {list(parent.spatial_shape)}")
+        self.parent = parent
+        self.box = box
+        self.spatial_ndim = parent.spatial_ndim
+        self.path = f"{parent.path}[{':'.join(f'{a}-{b}' for a, b in zip(box.start, box.stop))}]"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.parent.channel_shape) + self.box.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.parent.dtype
+
+    def _read_inside(self, box: Box) -> np.ndarray:
+        return self.parent.read(box.shift(self.box.start))
+
+    def read(self, box: Box | None = None, pad_mode: str = "reflect", cval: float = 0) -> np.ndarray:
+        if box is None:
+            box = self.full_box()
+        return self.parent.read(box.shift(self.box.start), pad_mode=pad_mode, cval=cval)
+
+
+def chunk_file_name(stem: str, box: Box) -> str:
+    """PyTC's per-chunk name ``<stem>_z0-z1-y0-y1-x0-x1.h5`` (unpadded chunk coordinates)."""
+    coords = "-".join(f"{a}-{b}" for a, b in zip(box.start, box.stop))
+    return f"{stem}_{coords}.h5"
+
+
+def aligned_chunks(
+    grid: ChunkGrid,
+    target: Sequence[int] = (16, 256, 256),
+    minimum: Sequence[int] = (1, 32, 32),
+) -> tuple[tuple[int, ...], bool]:
+    """Zarr chunk shape whose boundaries include every chunk-grid boundary, when one exists.
+
+    Per axis: the largest divisor of the gcd of the inner boundaries that is ``<= target``;
+    when that is below ``minimum``, ``target`` is used and the result is flagged unaligned
+    (neighbouring grid chunks then share zarr chunks: safe for one job, not for several).
+    Returns ``(chunks, aligned)``.
+    """
+    chunks, aligned = [], True
+    for axis, (length, num) in enumerate(zip(grid.shape, grid.chunk_num)):
+        lo, hi = grid.coord_range[2 * axis], grid.coord_range[2 * axis + 1]
+        cuts = set()
+        for k in range(num):
+            cuts.update(chunk_bounds(k, num, hi - lo, lo, overlap=False))
+        inner = [c for c in cuts if 0 < c < length]
+        cap = max(1, min(int(target[axis]), length))
+        if not inner:
+            chunks.append(cap)
+            continue
+        g = 0
+        for c in inner:
+            g = math.gcd(g, c)
+        best = max(d for d in range(1, min(g, cap) + 1) if g % d == 0)
+        if best < min(int(minimum[axis]), length):
+            chunks.append(cap)
+            aligned = False
+        else:
+            chunks.append(best)
+    return tuple(chunks), aligned
+
+
+@dataclass
+class ChunkedResult:
+    """Chunk ids predicted by this call, and those skipped (already done)."""
+
+    done: list[int]
+    skipped: list[int]
+    output: Path
+
+
+class _SharedOutput:
+    """The output zarr (group with one array), created on first use, safe against racing jobs."""
+
+    def __init__(self, path: Path, name: str, spatial_shape, chunks, attrs: dict):
+        self.path = path
+        self.name = name
+        self.spatial_shape = tuple(spatial_shape)
+        self.chunks = tuple(chunks)
+        self.attrs = attrs
+        self.array = None
+
+    def get(self, region_shape, dtype):
+        if self.array is not None:
+            return self._check(self.array, region_shape[0], dtype)
+        import zarr
+
+        if not self.path.exists():
+            parent = self.path.parent
+            tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent))
+            try:
+                group = zarr.open_group(str(tmp), mode="w")
+                group.attrs.update({MARK_ATTR: MARK_VALUE, **self.attrs})
+                group.create_array(
+                    self.name,
+                    shape=(int(region_shape[0]), *self.spatial_shape),
+                    chunks=(1, *self.chunks),
+                    dtype=dtype,
+                    fill_value=0,
+                )
+                os.rename(tmp, self.path)  # fails if another job created it first
+            except OSError:
+                if not self.path.exists():
+                    raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        group = zarr.open_group(str(self.path), mode="r+")
+        self.array = self._check(group[self.name], region_shape[0], dtype)
+        return self.array
+
+    def _check(self, array, channels: int, dtype):
+        want = (int(channels), *self.spatial_shape)
+        if tuple(array.shape) != want or np.dtype(array.dtype) != np.dtype(dtype) or tuple(array.chunks[1:]) != self.chunks:
+            raise OutputError(
+                f"{self.path}/{self.name} exists with shape {list(array.shape)}, dtype "
+                f"{np.dtype(array.dtype).name}, chunks {list(array.chunks)}; this run writes shape "
+                f"{list(want)}, dtype {np.dtype(dtype).name}, chunks {[1, *self.chunks]} (delete it "
+                "or pass overwrite=True)"
+            )
+        return array
+
+
+def progress_dir(output_path: str | Path) -> Path:
+    """Where chunk completion markers live: ``<output>.progress``."""
+    return Path(str(output_path).rstrip("/") + ".progress")
+
+
+def predict_chunked(
+    volume: Volume,
+    chunk_grid: ChunkGrid,
+    inference: SlidingWindowInference,
+    output_path: str | Path,
+    halo: int | Sequence[int] | None = None,
+    normalizer: Callable | None = None,
+    chunk_indices: Sequence[int] | None = None,
+    rank_world: tuple[int, int] | None = None,
+    write_chunk_files: bool = False,
+    chunk_file_stem: str = "result",
+    chunk_file_dir: str | Path | None = None,
+    dataset_name: str = "vol0",
+    overwrite: bool = False,
+    compression: str | None = "gzip",
+    on_chunk_done: Callable[[int], None] | None = None,
+) -> ChunkedResult:
+    """Predict ``volume`` chunk by chunk into one zarr volume at ``output_path``.
+
+    Args:
+        chunk_grid: disjoint ``ChunkGrid(volume.spatial_shape, DATA_CHUNK_NUM, overlap=False)``.
+        halo: context read around each chunk and discarded (default: the engine's ``pad``).
+        normalizer: raw crop -> network input (computed once for the whole volume).
+        chunk_indices: chunk ids to consider (``DATA_CHUNK_IND``; default all).
+        rank_world: ``CHUNK_IND_SPLIT`` as ``(rank, world)``: this job's contiguous share.
+        write_chunk_files: also write ``<chunk_file_stem>_z0-z1-y0-y1-x0-x1.h5`` per chunk
+            into ``chunk_file_dir`` (default: the output's directory).
+        overwrite: delete an existing output and its markers first (one job only).
+        on_chunk_done: called with the chunk id after its marker is written.
+
+    Raises:
+        OutputError: the output exists and is not ours, or was written with another
+            shape/dtype/chunking; or it cannot be written.
+        ConfigError: several jobs (``world > 1``) but the chunk grid cannot be aligned with
+            zarr chunks (choose ``DATA_CHUNK_NUM`` dividing the extent more evenly).
+    """
+    out = Path(output_path)
+    if chunk_grid.overlap:
+        raise ConfigError("chunked inference needs disjoint chunks (ChunkGrid(overlap=False))")
+    if tuple(chunk_grid.shape) != tuple(volume.spatial_shape):
+        raise ValueError(f"chunk grid shape {list(chunk_grid.shape)} != volume {list(volume.spatial_shape)}")
+    progress = progress_dir(out)
+    if overwrite:
+        for p in (out, progress):
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    check_output_path(out, overwrite=False)
+    ids = list(chunk_indices) if chunk_indices is not None else list(range(len(chunk_grid)))
+    if rank_world is not None:
+        rank, world = rank_world
+        ids = split_indices(ids, rank, world)
+    chunks, aligned = aligned_chunks(chunk_grid)
+    if not aligned and rank_world is not None and rank_world[1] > 1:
+        raise ConfigError(
+            f"DATASET.DATA_CHUNK_NUM {list(chunk_grid.chunk_num)} cuts the volume "
+            f"{list(chunk_grid.shape)} at positions without a common zarr chunk size >= 32 voxels; "
+            "with several jobs (CHUNK_IND_SPLIT) they would overwrite each other's zarr chunks"
+        )
+    attrs = {
+        **_run_attrs(inference.settings),
+        "chunk_num": list(chunk_grid.chunk_num),
+        "coord_range": list(chunk_grid.coord_range),
+        "source": str(getattr(volume, "path", "")),
+    }
+    shared = _SharedOutput(out, dataset_name, volume.spatial_shape, chunks, attrs)
+    halo = inference.settings.pad if halo is None else halo
+    chunk_dir = Path(chunk_file_dir) if chunk_file_dir is not None else out.parent
+    result = ChunkedResult([], [], out)
+    for cid in ids:
+        marker = progress / f"chunk_{cid:06d}.json"
+        box = chunk_grid[cid]
+        if marker.exists():
+            result.skipped.append(cid)
+            continue
+        view = VolumeView(volume, box)
+        with contextlib.ExitStack() as stack:
+            sinks = [RegionSink(shared.get, box.start, chunks)]
+            if write_chunk_files:
+                target = chunk_dir / chunk_file_name(chunk_file_stem, box)
+                pf = stack.enter_context(prediction_file(target, "h5", overwrite, attrs=attrs))
+                sinks.append(pf.sink(dataset_name, chunks=chunks, compression=compression))
+            inference.predict(view, normalizer, sink=TeeSink(sinks), work_dir=out.parent, pad=halo, unpad=True)
+        progress.mkdir(parents=True, exist_ok=True)
+        with atomic_output(marker) as tmp:
+            tmp.write_text(json.dumps({"chunk": cid, "start": list(box.start), "stop": list(box.stop)}))
+        result.done.append(cid)
+        if on_chunk_done is not None:
+            on_chunk_done(cid)
+    return result
