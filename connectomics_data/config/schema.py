@@ -228,7 +228,7 @@ KEYS: list[KeySpec] = [
         k("AUGMENTOR.CUTNOISE.LENGTH_RATIO", 0.4, "Cuboid side as a fraction of the sample."),
         k("AUGMENTOR.CUTNOISE.SCALE", 0.3, "Noise amplitude."),
     ], "cut-noise"),
-    *_aug("COPYPASTE", False, 0.8, [k("AUGMENTOR.COPYPASTE.AUG_THRES", 0.7, "Maximum overlap of the pasted object.")], "copy-paste"),
+    *_aug("COPYPASTE", False, 0.8, [k("AUGMENTOR.COPYPASTE.AUG_THRES", 0.7, "Copy-paste acts only when the foreground fraction of the crop is at most this.")], "copy-paste"),
     ours("AUGMENTOR.NOISE.ENABLED", False, "Use the noise transform."),
     ours("AUGMENTOR.NOISE.P", 0.5, "Probability of adding noise."),
     ours("AUGMENTOR.NOISE.MODE", "gaussian", "'gaussian', 'poisson', 'salt_pepper' or 'speckle'."),

@@ -126,6 +126,10 @@ def _check_targets(c: _Checker) -> None:
     n = len(codes)
     for key in ("MODEL.WEIGHT_OPT", "MODEL.LOSS_OPTION", "MODEL.LOSS_WEIGHT", "MODEL.OUTPUT_ACT", "INFERENCE.OUTPUT_ACT"):
         c.list_len(key, n, f"MODEL.TARGET_OPT {list(codes)}")
+    for key in ("MODEL.WEIGHT_OPT", "MODEL.LOSS_OPTION", "MODEL.LOSS_WEIGHT", "MODEL.OUTPUT_ACT"):
+        for i, inner in enumerate(c.get(key)):
+            if not isinstance(inner, (list, tuple)):
+                c.fail(key, f"a list per target (a list of lists), entry {i} is {inner!r}", c.get(key))
     for i in range(n):
         losses = cfg.MODEL.LOSS_OPTION[i]
         for key in ("MODEL.LOSS_WEIGHT", "MODEL.OUTPUT_ACT", "MODEL.WEIGHT_OPT"):
@@ -223,9 +227,11 @@ def validate_cfg(cfg: CfgNode, provenance: dict[str, str] | None = None, inferen
     if cfg.DATASET.CHUNK_IND_SPLIT is not None:
         from ..geometry import parse_chunk_split
 
+        if not isinstance(cfg.DATASET.CHUNK_IND_SPLIT, (str, list, tuple)):
+            c.fail("DATASET.CHUNK_IND_SPLIT", "'rank-world' or [rank, world]", cfg.DATASET.CHUNK_IND_SPLIT)
         try:
             parse_chunk_split(cfg.DATASET.CHUNK_IND_SPLIT)
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             raise ConfigError(f"DATASET.CHUNK_IND_SPLIT (set in {c.where('DATASET.CHUNK_IND_SPLIT')}): {err}") from err
     for key in ("MODEL.LABEL_EROSION", "MODEL.LABEL_DILATION"):
         v = c.get(key)
