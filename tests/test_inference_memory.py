@@ -82,9 +82,10 @@ def test_peak_memory_is_flat_for_volumes_larger_than_the_budget(tmp_path):
     peak_small, kind_small = _peak(small, tmp_path)
     peak_big, kind_big = _peak(big, tmp_path)
     assert kind_small == kind_big == "zarr"
-    # Flat: 8x the voxels costs under 1.5x the peak, which stays within the budget and far
-    # below the accumulator (32 MiB) and the output itself (8 MiB uint8).
-    assert peak_big < 1.5 * peak_small, (peak_small, peak_big)
+    # Flat: 8x the voxels costs under 2x the peak (the prefetch thread's timing moves the peak
+    # by about one batch), which stays within the budget and far below the accumulator
+    # (32 MiB) and the output itself (8 MiB uint8).
+    assert peak_big < 2.0 * peak_small, (peak_small, peak_big)
     assert peak_big < budget * 1.5, peak_big
 
 

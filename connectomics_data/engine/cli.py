@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--local_world_size", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
+    p.add_argument("opts", nargs="*", help="KEY VALUE overrides (before or after the options; "
+                   "after '--' everything is a KEY VALUE pair)")
     return p
 
 
@@ -46,21 +47,36 @@ def _inference(cfg, args) -> int:
 
     if not args.checkpoint:
         raise ConnectomicsDataError("--inference needs --checkpoint FILE (a checkpoint written by training)")
-    device = _device()
-    model = build_model(cfg, device)
-    load_checkpoint(args.checkpoint, model)
-    model.eval()
     d = cfg.DATASET
     if d.IMAGE_NAME is None:
         raise ConnectomicsDataError("no input: set INFERENCE.IMAGE_NAME (or DATASET.IMAGE_NAME)")
-    files = resolve_volume_specs(d.IMAGE_NAME, resolve_input_path(d.INPUT_PATH), bool(d.IS_ABSOLUTE_PATH),
-                                 bool(d.LOAD_2D), what="INFERENCE.IMAGE_NAME")
-    activation = prediction_activation(cfg, target_channels(cfg))
-    report = run_inference_from_cfg(cfg, model, files, activation=activation, device=device)
-    for out in report.outputs:
-        print(f"wrote {out}")
-    for skipped in report.skipped:
-        print(f"skipped (output exists) {skipped}")
+    info = None
+    if args.distributed:  # sharded inference: every rank predicts its share (inference/distributed.py)
+        from .distributed import init_distributed
+
+        info = init_distributed(cfg)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+    try:
+        device = info.device if info else _device()
+        model = build_model(cfg, device)
+        load_checkpoint(args.checkpoint, model)
+        model.eval()
+        files = resolve_volume_specs(d.IMAGE_NAME, resolve_input_path(d.INPUT_PATH), bool(d.IS_ABSOLUTE_PATH),
+                                     bool(d.LOAD_2D), what="INFERENCE.IMAGE_NAME")
+        activation = prediction_activation(cfg, target_channels(cfg))
+        report = run_inference_from_cfg(cfg, model, files, activation=activation, device=device,
+                                        rank=info.rank if info else 0, world_size=info.world_size if info else 1)
+    finally:
+        if info is not None:
+            from .distributed import cleanup
+
+            cleanup()
+    if info is None or info.is_main:
+        for out in report.outputs:
+            print(f"wrote {out}")
+        for skipped in report.skipped:
+            print(f"skipped (output exists) {skipped}")
     return 0
 
 
@@ -93,11 +109,28 @@ def _train(cfg, args) -> int:
     return 0
 
 
+def one_line_message(err: BaseException) -> str:
+    """The error's message on one line; for an error re-raised from a DataLoader worker (whose
+    text is torch's "Caught X in DataLoader worker process N. Original Traceback ..."), the
+    worker's original message, without the traceback."""
+    text = str(err)
+    if "Original Traceback" in text:
+        prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+        at = text.rfind(prefix)
+        if at >= 0:
+            text = text[at + len(prefix):]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    opts = list(args.opts)
-    if opts and opts[0] == "--":
-        opts = opts[1:]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tail = []
+    if "--" in argv:  # everything after '--' is KEY VALUE pairs, even values starting with '-'
+        split = argv.index("--")
+        argv, tail = argv[:split], argv[split + 1:]
+    # intermixed: options may follow the KEY VALUE pairs ('KEY VALUE --checkpoint F' works)
+    args = build_parser().parse_intermixed_args(argv)
+    opts = list(args.opts) + tail
     if args.manual_seed is not None:
         opts += ["SYSTEM.SEED", str(args.manual_seed)]
     from ..config import UnusedPyTCKeysWarning, load_cfg
@@ -112,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "torchrun --nproc_per_node=N scripts/train.py --distributed ...")
         return _inference(cfg, args) if args.inference else _train(cfg, args)
     except ConnectomicsDataError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint written is intact", file=sys.stderr)

@@ -327,8 +327,9 @@ def overlay_slice(val: ValidationResult, z: int) -> np.ndarray:
 def set_threads(cfg: CfgNode, world_size: int = 1) -> None:
     """Share the cores: ranks on one machine split them, and data workers get about half a core
     each on small machines."""
-    cpus = max(1, (os.cpu_count() or 1) // max(1, world_size))
-    workers = int(cfg.SYSTEM.NUM_CPUS) // max(1, world_size)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    cpus = max(1, (os.cpu_count() or 1) // max(1, local))
+    workers = int(cfg.SYSTEM.NUM_CPUS) // max(1, local)
     torch.set_num_threads(max(1, cpus - workers // 2) if workers else cpus)
 
 

@@ -36,6 +36,11 @@ from ..errors import ConfigError
 from ..geometry import ChunkGrid, parse_chunk_split
 from ..normalize import normalizer_for
 from .chunked import predict_chunked
+from .distributed import (
+    predict_chunked_distributed,
+    predict_singly_distributed,
+    predict_volumes_distributed,
+)
 from .engine import InferenceSettings, RunStats, SlidingWindowInference, predict_volumes_to_file
 from .outputs import check_output_format, with_extension
 from .singly import predict_singly
@@ -163,6 +168,8 @@ def run_inference_from_cfg(
     device: torch.device | str | None = None,
     open_fn: Callable[[str], object] | None = None,
     overwrite: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> InferenceReport:
     """Run inference as ``scripts/train.py --inference`` would, dispatching on the mode keys.
 
@@ -170,6 +177,10 @@ def run_inference_from_cfg(
         image_files: resolved input paths (``INFERENCE.IMAGE_NAME`` / ``DATASET.IMAGE_NAME``
             joined with the input path; a tile JSON for ``DO_CHUNK_TITLE``).
         open_fn: path -> ``Volume``; default ``io.open_volume`` with ``allow_2d=LOAD_2D``.
+        rank, world_size: ``torch.distributed`` rank and world (``--distributed``); with
+            ``world_size > 1`` every mode is sharded across the ranks (see
+            :mod:`.distributed`; the process group must be initialised) and every rank returns
+            the same report.
     """
     inference = build_inference_from_cfg(cfg, model, activation, device)
     normalizer_fn = build_normalizer_fn_from_cfg(cfg)
@@ -204,22 +215,27 @@ def run_inference_from_cfg(
         except ValueError as err:
             raise ConfigError(f"DATASET.CHUNK_IND_SPLIT: {err}") from err
         stem = _stem(name)
-        result = predict_chunked(
-            volume,
-            grid,
-            inference,
-            out_dir / f"{stem}.zarr",
+        chunk_kwargs = dict(
             normalizer=normalizer_fn(volume),
             chunk_indices=_get(cfg, "DATASET.DATA_CHUNK_IND"),
-            rank_world=rank_world,
             write_chunk_files=bool(_get(cfg, "INFERENCE.WRITE_CHUNK_FILES", False)),
             chunk_file_stem=stem,
             chunk_file_dir=out_dir,
             overwrite=overwrite,
         )
+        if world_size > 1:
+            result = predict_chunked_distributed(volume, grid, inference, out_dir / f"{stem}.zarr",
+                                                 job_split=rank_world, rank=rank, world_size=world_size,
+                                                 **chunk_kwargs)
+        else:
+            result = predict_chunked(volume, grid, inference, out_dir / f"{stem}.zarr", rank_world=rank_world,
+                                     **chunk_kwargs)
         return InferenceReport("chunked", [result.output], result.skipped, inference.last_stats)
     if bool(_get(cfg, "INFERENCE.DO_SINGLY", False)):
-        result = predict_singly(
+        singly = predict_singly
+        if world_size > 1:
+            singly = functools.partial(predict_singly_distributed, rank=rank, world_size=world_size)
+        result = singly(
             files,
             open_fn,
             inference,
@@ -236,5 +252,10 @@ def run_inference_from_cfg(
         raise ConfigError(f"INFERENCE.OUTPUT_NAME {name!r}: templates apply to DO_SINGLY only")
     volumes = [open_fn(f) for f in files]
     target = out_dir / with_extension(name, fmt)
-    predict_volumes_to_file(inference, volumes, target, fmt, [normalizer_fn(v) for v in volumes], overwrite)
+    normalizers = [normalizer_fn(v) for v in volumes]
+    if world_size > 1:
+        predict_volumes_distributed(inference, volumes, target, fmt, normalizers, overwrite,
+                                    rank=rank, world_size=world_size)
+    else:
+        predict_volumes_to_file(inference, volumes, target, fmt, normalizers, overwrite)
     return InferenceReport("volumes", [target], [], inference.last_stats)

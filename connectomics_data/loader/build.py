@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -12,9 +13,14 @@ from .batch import collate_samples
 from .sampler import SampleIndexSampler
 
 
+def local_world_size(world_size: int = 1) -> int:
+    """Ranks on this machine: torchrun's LOCAL_WORLD_SIZE, else ``world_size``."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+
+
 def num_workers_for(cfg: CfgNode, world_size: int = 1) -> int:
-    """SYSTEM.NUM_CPUS, split across ranks under DDP."""
-    return max(0, int(cfg.SYSTEM.NUM_CPUS) // max(1, world_size))
+    """SYSTEM.NUM_CPUS (the machine's data workers), split across the ranks on this machine."""
+    return max(0, int(cfg.SYSTEM.NUM_CPUS) // max(1, local_world_size(world_size)))
 
 
 def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, rank: int = 0,
