@@ -67,6 +67,8 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {problem}") from err
+    except (ValueError, TypeError, AttributeError, RecursionError) as err:  # e.g. '!!float x', deep nesting
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {type(err).__name__}: {err}") from err
     if data is None:
         raise ConfigError(f"config file {str(path)!r} is empty: expected a mapping of config nodes such as MODEL: ...")
     if not isinstance(data, Mapping):
@@ -121,6 +123,11 @@ def coerce_value(new: Any, default: Any, key: str, source: str) -> Any:
 def suggest_key(full_key: str) -> str:
     """' Did you mean X?' for an unknown key, or '' when nothing is close."""
     all_keys = list(KEY_INDEX)
+    if "." not in full_key:  # a top-level node: suggest a node (MODLE -> MODEL), not a leaf
+        nodes = sorted({key.split(".")[0] for key in all_keys})
+        close = difflib.get_close_matches(full_key, nodes, n=1, cutoff=0.6)
+        if close:
+            return f" Did you mean {close[0]}?"
     close = difflib.get_close_matches(full_key, all_keys, n=1, cutoff=0.6)
     if not close:
         leaf = full_key.rsplit(".", 1)[-1]

@@ -276,10 +276,11 @@ class VolumeDataset(torch.utils.data.Dataset):
             vol, box = self.positions.draw(rng)
             coins = Coins.draw(rng)
             self.stats.trials += 1
-            if policy.screen and self._screen(vol, box, coins, crop_voxels):
+            reason = self._screen(vol, box, coins, crop_voxels) if policy.screen else ""
+            if reason:
                 screened += 1
                 self.stats.screened += 1
-                last = (vol, box, "screened")
+                last = (vol, box, reason)
                 continue
             sample = self._read(vol, box)
             if self.augmentor is not None:
@@ -312,16 +313,22 @@ class VolumeDataset(torch.utils.data.Dataset):
             f"VALID_RATIO={policy.valid_ratio}, P={policy.p}"
         )
 
-    def _screen(self, vol: int, box: Box, coins: Coins, crop_voxels: int) -> bool:
+    def _screen(self, vol: int, box: Box, coins: Coins, crop_voxels: int) -> str:
+        """The rejection reason (with the bounds that decided it) of a screened-out trial, or ''."""
         fg_table, valid_table = self._fg_tables[vol], self._valid_tables[vol]
         if fg_table is None and valid_table is None:
-            return False
+            return ""
         # Every voxel of the final crop is a copy of a voxel of ``src`` (see sampling.reject).
         src, mult = source_extent(box, self.volumes[vol].spatial_shape, self.pad_mode)
         exact = self.augmentor is None
         fg = None if fg_table is None else fg_table.upper_bound(src) * mult
         valid = None if valid_table is None else valid_table.upper_bound(src) * mult
-        return bool(screen(self.rejection, coins, fg, valid, crop_voxels, exact_crop=exact))
+        reason = screen(self.rejection, coins, fg, valid, crop_voxels, exact_crop=exact)
+        if not reason:
+            return ""
+        bounds = ", ".join(f"{what} at most {n}" for what, n in (("foreground", fg), ("valid voxels", valid))
+                           if n is not None)
+        return f"{reason}, screened: {bounds} of {crop_voxels} in source region {src}"
 
     def _finish(self, vol: int, box: Box, sample: Mapping[str, Any]) -> dict[str, Any]:
         image = sample["image"]
@@ -346,7 +353,10 @@ class VolumeDataset(torch.utils.data.Dataset):
         if label is not None and self.target_specs:
             if self.reduce_labels and np.issubdtype(label.dtype, np.integer):
                 label = reduce_label(label)
-            targets = seg_to_targets(np.asarray(label), self.target_specs, self.erosion, self.dilation)
+            try:
+                targets = seg_to_targets(np.asarray(label), self.target_specs, self.erosion, self.dilation)
+            except ValueError as err:  # e.g. a float label with non-integral values
+                raise VolumeError(f"label {getattr(self.labels[vol], 'path', vol)} at {box}: {err}") from err
             weights = seg_to_weights(targets, self.weight_specs, valid, label) if self.weight_specs else []
         extra = {k: sample[k] for k in self.extra_images}
         if self.do_2d:

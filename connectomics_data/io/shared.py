@@ -9,6 +9,7 @@ and unlinks it when the volume is garbage-collected or the process exits.
 from __future__ import annotations
 
 import os
+import sys
 import weakref
 from multiprocessing import resource_tracker, shared_memory
 
@@ -19,14 +20,22 @@ from .base import Volume
 
 
 def _attach(name: str) -> shared_memory.SharedMemory:
-    shm = shared_memory.SharedMemory(name=name, create=False)
-    # Attaching registers the segment with this process's resource tracker, which would unlink
-    # it when the worker exits; the owner alone is responsible for unlinking.
+    """Attach without telling the resource tracker: the owner alone registers and unlinks.
+
+    Before Python 3.13, attaching registers the segment with the resource tracker, and
+    DataLoader workers (spawn or fork) share the owner's tracker process: unregistering after
+    the attach would drop the *owner's* registration (no cleanup if the owner crashes, and a
+    KeyError traceback from the tracker when the owner unlinks), keeping it would unlink the
+    segment when a worker exits. So the registration is skipped while attaching.
+    """
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name=name, create=False, track=False)
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args, **kwargs: None
     try:
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    except Exception:  # pragma: no cover - tracker internals differ across Python versions
-        pass
-    return shm
+        return shared_memory.SharedMemory(name=name, create=False)
+    finally:
+        resource_tracker.register = register
 
 
 def _release(shm: shared_memory.SharedMemory, owner: bool) -> None:

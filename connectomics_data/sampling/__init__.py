@@ -1,8 +1,13 @@
 """Where samples come from: seeded streams, volume and position choice, rejection and screening."""
 
 from .positions import PositionSampler, crop_counts
-from .reject import Coins, RejectionPolicy, SamplingStats, Verdict, judge, screen
+
+# ``.screen`` (the module) must be imported before ``.reject``'s ``screen`` (the function):
+# importing a submodule binds its name on the package, which would shadow the function.
+# isort: off
 from .screen import BlockCountTable, source_extent
+from .reject import Coins, RejectionPolicy, SamplingStats, Verdict, judge, screen
+# isort: on
 from .seeding import STREAM_AUGMENT, STREAM_POSITION, sample_rng
 
 __all__ = [

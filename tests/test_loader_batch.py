@@ -1,0 +1,142 @@
+"""collate_samples / Batch (shapes, dtypes, normalisation on .to), pinning, DevicePrefetcher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from connectomics_data.datasets import VolumeDataset
+from connectomics_data.io.base import ArrayVolume
+from connectomics_data.loader import Batch, DevicePrefetcher, collate_samples, normalize_image
+from connectomics_data.normalize import ImageNormalizer
+from connectomics_data.targets import parse_targets, parse_weights
+
+
+def make_sample(seed: int, dtype=np.uint8, affine=(-1.0, 2.0 / 255.0), with_weight=True):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (1, 2, 4, 4)).astype(dtype)
+    t0 = (rng.random((1, 2, 4, 4)) > 0.5).astype(np.float32)
+    t1 = rng.integers(0, 3, (1, 2, 4, 4)).astype(np.int64)
+    return {
+        "image": image,
+        "image_affine": np.array(affine, np.float32),
+        "targets": [t0, t1],
+        "weights": [[np.ones((1, 2, 4, 4), np.float32) if with_weight else None, None], [None]],
+        "extra": {},
+        "pos": np.array([0, seed, 1, 2], np.int64),
+        "trials": seed + 1,
+        "screened": seed,
+    }
+
+
+def test_collate_shapes_and_dtypes():
+    samples = [make_sample(i) for i in range(3)]
+    b = collate_samples(samples)
+    assert len(b) == 3 and not b.normalized
+    assert b.image.shape == (3, 1, 2, 4, 4) and b.image.dtype == torch.uint8
+    assert b.image_affine.shape == (3, 2) and b.image_affine.dtype == torch.float32
+    assert [t.shape for t in b.targets] == [(3, 1, 2, 4, 4)] * 2
+    assert [t.dtype for t in b.targets] == [torch.float32, torch.int64]
+    assert b.weights[0][0].shape == (3, 1, 2, 4, 4) and b.weights[0][1] is None and b.weights[1] == [None]
+    assert b.pos.tolist() == [[0, 0, 1, 2], [0, 1, 1, 2], [0, 2, 1, 2]]
+    assert b.trials.tolist() == [1, 2, 3] and b.screened.tolist() == [0, 1, 2]
+    for i, s in enumerate(samples):
+        np.testing.assert_array_equal(b.image[i].numpy(), s["image"])
+        np.testing.assert_array_equal(b.targets[1][i].numpy(), s["targets"][1])
+
+
+def test_a_missing_weight_in_one_sample_gives_none():
+    b = collate_samples([make_sample(0), make_sample(1, with_weight=False)])
+    assert b.weights[0][0] is None
+
+
+def test_to_normalises_once_in_float32():
+    samples = [make_sample(i, affine=(-0.5 * i, 1.0 / 255 * (i + 1))) for i in range(2)]
+    b = collate_samples(samples)
+    out = b.to("cpu")
+    assert out.normalized and out.image.dtype == torch.float32
+    for i, s in enumerate(samples):
+        ref = s["image"].astype(np.float64) * s["image_affine"][1] + s["image_affine"][0]
+        np.testing.assert_allclose(out.image[i].numpy(), ref, rtol=1e-6, atol=1e-6)
+    again = out.to("cpu")
+    assert torch.equal(again.image, out.image)  # not normalised twice
+    raw = b.to("cpu", normalize=False)
+    assert raw.image.dtype == torch.uint8 and not raw.normalized
+    assert b.image.dtype == torch.uint8  # .to() does not modify the original
+
+
+def test_mixed_image_dtypes_are_stacked_as_float32():
+    a = make_sample(0)
+    b = make_sample(1)
+    b["image"] = (b["image"].astype(np.float32) / 255).astype(np.float32)
+    b["image_affine"] = np.array([-1.0, 2.0], np.float32)
+    batch = collate_samples([a, b])
+    assert batch.image.dtype == torch.float32
+    out = batch.to("cpu").image
+    np.testing.assert_allclose(out[0].numpy(), a["image"] * (2 / 255) - 1, atol=1e-6)
+    np.testing.assert_allclose(out[1].numpy(), b["image"] * 2 - 1, atol=1e-6)
+
+
+def test_normalize_image_per_sample():
+    image = torch.arange(8, dtype=torch.uint8).reshape(2, 1, 4)
+    affine = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])
+    out = normalize_image(image, affine)
+    assert out.tolist() == [[[1.0, 3.0, 5.0, 7.0]], [[1.0, 1.5, 2.0, 2.5]]]
+
+
+def test_empty_collate_raises():
+    with pytest.raises(ValueError, match="empty"):
+        collate_samples([])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_pin_memory_and_cuda_transfer():
+    b = collate_samples([make_sample(i) for i in range(2)]).pin_memory()
+    assert b.image.is_pinned() and all(t.is_pinned() for t in b.targets)
+    out = b.to("cuda", non_blocking=True)
+    assert out.image.is_cuda and out.image.dtype == torch.float32
+    assert torch.equal(out.image.cpu(), collate_samples([make_sample(i) for i in range(2)]).to("cpu").image)
+
+
+def tiny_loader(batch_size=2):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (6, 20, 20), dtype=np.uint8)
+    label = (rng.random((6, 20, 20)) > 0.7).astype(np.uint8)
+    ds = VolumeDataset([ArrayVolume(image)], [ArrayVolume(label)], sample_size=(2, 8, 8),
+                       target_specs=parse_targets(["0"]), weight_specs=parse_weights([["1"]], num_targets=1),
+                       normalizers=[ImageNormalizer(0.3, 0.2)], pad=[1, 2, 2], length=7, seed=9)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate_samples)
+
+
+def test_device_prefetcher_on_cpu_matches_the_loader():
+    loader = tiny_loader()
+    ref = [b.to("cpu") for b in loader]
+    pre = DevicePrefetcher(loader, "cpu")
+    got = list(pre)
+    assert len(got) == len(ref) == 4 and len(got[-1]) == 1
+    for a, b in zip(ref, got):
+        assert b.normalized and b.image.dtype == torch.float32
+        assert torch.equal(a.image, b.image) and torch.equal(a.pos, b.pos)
+        assert all(torch.equal(x, y) for x, y in zip(a.targets, b.targets))
+        assert torch.equal(a.weights[0][0], b.weights[0][0])
+    assert pre.wait_seconds >= 0.0
+    assert not pre.use_cuda and pre.stream is None
+
+
+def test_device_prefetcher_on_empty_loader():
+    pre = DevicePrefetcher([], "cpu")
+    assert list(pre) == [] and pre.wait_seconds >= 0.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_prefetcher_on_cuda():
+    loader = tiny_loader()
+    ref = [b.to("cpu") for b in loader]
+    got = [b.image.cpu() for b in DevicePrefetcher(loader, "cuda")]
+    assert all(torch.equal(a.image, b) for a, b in zip(ref, got))
+
+
+def test_batch_is_a_dataclass_with_defaults():
+    b = Batch(image=torch.zeros(2, 1, 3), image_affine=torch.zeros(2, 2))
+    assert b.targets == [] and b.weights == [] and b.extra == {} and len(b) == 2
