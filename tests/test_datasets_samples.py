@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from connectomics_data.augment import build_train_augmentor
 from connectomics_data.config import load_cfg
@@ -75,14 +76,20 @@ def test_targets_and_weights_match_numpy_reference(mode):
         ref_t = seg_to_targets(crop, specs)
         ref_w = seg_to_weights(ref_t, wspecs, None, crop)
         assert len(s["targets"]) == 3
+        # binary-valued targets travel as uint8 with the exact values
         for got, ref in zip(s["targets"], ref_t):
-            assert got.dtype == ref.dtype and got.flags.c_contiguous
-            np.testing.assert_array_equal(got, ref)
-        for got_ws, ref_ws in zip(s["weights"], ref_w):
+            assert got.dtype == np.uint8 and got.flags.c_contiguous
+            np.testing.assert_array_equal(got.astype(np.float32), ref)
+        # what reaches the model (after collate and Batch.to) equals the numpy reference exactly
+        batch = collate_samples([s]).to("cpu")
+        for got, ref in zip(batch.targets, ref_t):
+            assert got.dtype == torch.float32
+            np.testing.assert_array_equal(got[0].numpy(), ref)
+        for got_ws, ref_ws in zip(batch.weights, ref_w):
             for got, ref in zip(got_ws, ref_ws):
                 assert (got is None) == (ref is None)
                 if ref is not None:
-                    np.testing.assert_array_equal(got, ref)
+                    np.testing.assert_array_equal(got[0].numpy(), ref)
         assert s["weights"][0][1] is None  # '0' without a mask
         assert s["targets"][0].shape == (1, *size)
 
@@ -137,7 +144,7 @@ def test_do_2d_squeezes_samples():
     s = ds[0]
     assert s["image"].shape == (1, 18, 18)
     assert [t.shape for t in s["targets"]] == [(1, 18, 18), (1, 18, 18)]
-    assert s["weights"][0][0].shape == (1, 18, 18) and s["weights"][1][0] is None
+    assert s["weights"][0][0].kind == "ratio" and s["weights"][1][0] is None  # expanded on device
     box = pos_box(s, (1, 18, 18))
     np.testing.assert_array_equal(s["image"], padded_crop(image, box, ((0, 0), (5, 5), (5, 5))))
     crop2d = reduce_label(padded_crop(label, box, ((0, 0), (5, 5), (5, 5)))[0])
@@ -145,6 +152,8 @@ def test_do_2d_squeezes_samples():
         np.testing.assert_array_equal(got, ref)
     batch = collate_samples([s, ds[1]])
     assert batch.image.shape == (2, 1, 18, 18)
+    moved = batch.to("cpu")
+    assert moved.weights[0][0].shape == (2, 1, 18, 18) and moved.weights[0][0].dtype == torch.float32
 
 
 def test_do_2d_with_augmentation():

@@ -46,9 +46,36 @@ def test_collate_shapes_and_dtypes():
         np.testing.assert_array_equal(b.targets[1][i].numpy(), s["targets"][1])
 
 
-def test_a_missing_weight_in_one_sample_gives_none():
-    b = collate_samples([make_sample(0), make_sample(1, with_weight=False)])
-    assert b.weights[0][0] is None
+def test_a_missing_weight_in_one_sample_counts_as_ones():
+    """None means unweighted; next to weighted samples it becomes ones, never drops the others."""
+    s0 = make_sample(0)
+    s0["weights"][0][0] = np.full((1, 2, 4, 4), 3.0, np.float32)
+    b = collate_samples([s0, make_sample(1, with_weight=False)])
+    assert torch.equal(b.weights[0][0][0], torch.full((1, 2, 4, 4), 3.0))
+    assert torch.equal(b.weights[0][0][1], torch.ones(1, 2, 4, 4))
+
+
+def test_deferred_weights_expand_exactly_like_seg_to_weights():
+    from connectomics_data.targets import binary_ratio_factors, binary_ratio_weight
+    from connectomics_data.targets.weights import DeferredWeight
+
+    rng = np.random.default_rng(3)
+    samples = []
+    for i in range(3):
+        s = make_sample(i)
+        target = (rng.random((1, 2, 4, 4)) > 0.8).astype(np.uint8)
+        valid = (rng.random((2, 4, 4)) > 0.3).astype(np.uint8)
+        s["targets"][0] = target
+        s["valid"] = valid
+        w_fg, w_bg = binary_ratio_factors(target, valid)
+        s["weights"][0] = [DeferredWeight("ratio", 0, w_fg, w_bg, masked=True), DeferredWeight("mask", 0)]
+        s["reference"] = (binary_ratio_weight(target.astype(np.float32), valid), valid[None].astype(np.float32))
+        samples.append(s)
+    out = collate_samples(samples).to("cpu")
+    assert out.targets[0].dtype == torch.float32
+    for i, s in enumerate(samples):
+        assert torch.equal(out.weights[0][0][i], torch.from_numpy(s["reference"][0]))
+        assert torch.equal(out.weights[0][1][i], torch.from_numpy(s["reference"][1]))
 
 
 def test_to_normalises_once_in_float32():

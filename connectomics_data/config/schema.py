@@ -161,7 +161,7 @@ KEYS: list[KeySpec] = [
     k("DATASET.DO_2D", False, "2D model: samples of [1, y, x] squeezed to 2D; MissingSection and MisAlignment off."),
     k("DATASET.LOAD_2D", False, "Each PNG/TIFF image is its own one-slice volume."),
     k("DATASET.DROP_CHANNEL", False, "Average RGB / multi-channel 2D images to gray."),
-    k("DATASET.REDUCE_LABEL", True, "Relabel each crop's ids to 1..N before building targets (forced off for target '9')."),
+    pytc_only("DATASET.REDUCE_LABEL", True, "PyTC relabels each crop's ids to 1..N so float32 holds them; labels stay integer here and no target depends on the numbering, so there is nothing to do."),
     k("DATASET.PAD_SIZE", [2, 64, 64], "Pad every volume by (z, y, x) voxels (3 values, or 6 before/after); the TileDataset chunk halo."),
     k("DATASET.PAD_MODE", "reflect", "np.pad mode of that padding: 'reflect', 'symmetric', 'edge', 'constant'."),
     k("DATASET.ENSURE_MIN_SIZE", False, "Upsample volumes smaller than the sample size instead of raising an error."),
@@ -194,7 +194,6 @@ KEYS: list[KeySpec] = [
     ours("DATASET.TILE_CACHE_MB", 1024, "Bytes limit (MiB) of the decoded-tile LRU cache of tiled volumes."),
     ours("DATASET.TILE_THREADS", 4, "Threads decoding tiles in parallel."),
     ours("DATASET.TILE_FILL_VALUE", None, "Value for missing tiles; None = a missing tile is an error."),
-    ours("DATASET.CHUNK_SAMPLES_PER_READ", 1, "TileDataset: samples drawn per chunk read amortise I/O (samples stay a pure function of the seed)."),
     # ------------------------------------------------------------------ AUGMENTOR
     k("AUGMENTOR.ENABLED", True, "Augment training samples; False = sample size is MODEL.INPUT_SIZE."),
     k("AUGMENTOR.SMOOTH", False, "Smooth mask edges after warping (slow with many ids; erases thin structures)."),

@@ -198,7 +198,7 @@ def validate_cfg(cfg: CfgNode, provenance: dict[str, str] | None = None, inferen
     for key in ("SOLVER.SAMPLES_PER_BATCH", "SOLVER.ITERATION_TOTAL", "SOLVER.ITERATION_SAVE",
                 "SOLVER.ITERATION_VAL", "INFERENCE.SAMPLES_PER_BATCH", "DATASET.DATA_CHUNK_ITER",
                 "DATASET.REJECT_SAMPLING.NUM_TRIAL", "MODEL.IN_PLANES", "MODEL.OUT_PLANES",
-                "DATASET.CHUNK_SAMPLES_PER_READ", "DATASET.TILE_THREADS"):
+                "DATASET.TILE_THREADS"):
         c.positive_int(key)
     for key in ("SYSTEM.NUM_CPUS", "SYSTEM.NUM_GPUS", "DATASET.SAMPLES_PER_EPOCH", "SOLVER.WARMUP_ITERS"):
         c.positive_int(key, minimum=0)

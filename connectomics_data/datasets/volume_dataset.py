@@ -47,7 +47,19 @@ from ..sampling import (
     screen,
     source_extent,
 )
-from ..targets import reduce_label, seg_to_targets, seg_to_weights
+from ..targets import (
+    AffinityTarget,
+    BinaryRatioWeight,
+    BinaryTarget,
+    ContourTarget,
+    DeferredWeight,
+    NoWeight,
+    PolarityTarget,
+    SmallObjectTarget,
+    binary_ratio_factors,
+    seg_to_targets,
+    seg_to_weights,
+)
 
 MODES = ("train", "val", "test")
 
@@ -97,7 +109,8 @@ class VolumeDataset(torch.utils.data.Dataset):
         seed, rank: the random stream of this process (see module docstring).
         volume_weights: per-volume weights ('element' volume sampling) or None ('automatic').
         do_2d: samples have z = 1 and are squeezed to 2D.
-        reduce_labels: relabel each crop to 1..N (DATASET.REDUCE_LABEL).
+        reduce_labels: DATASET.REDUCE_LABEL, accepted for PyTC compatibility; relabelling a crop
+            changes none of the targets here (labels are never cast to float), so it is not done.
         label_transform: LABEL_BINARY / LABEL_MAG handling.
         names: volume names for messages (default: the volumes' paths).
     """
@@ -153,10 +166,16 @@ class VolumeDataset(torch.utils.data.Dataset):
         self.rejection = rejection or RejectionPolicy()
         self.seed, self.rank = int(seed), int(rank)
         self.do_2d = bool(do_2d)
-        # REDUCE_LABEL would break targets that read the ids themselves ('0-a-b', '1', '9')
-        self.reduce_labels = bool(reduce_labels) and not any(
-            getattr(spec, "needs_original_ids", False) for spec in target_specs
-        )
+        # PyTC relabels each crop to 1..N so that float32 holds its ids; labels stay integer
+        # here and every target depends only on which voxels share an id (or, for '0-a-b', '1'
+        # and '9', on the ids themselves), so relabelling would change nothing or break targets.
+        self.reduce_labels = False
+        # binary-valued targets travel as uint8 (4x fewer bytes) and become float32 in Batch.to
+        self._compact_targets = [
+            isinstance(spec, (BinaryTarget, AffinityTarget, SmallObjectTarget, ContourTarget))
+            or (isinstance(spec, PolarityTarget) and not spec.is_class_target)
+            for spec in self.target_specs
+        ]
         self.label_transform = label_transform or LabelTransform()
         self.stats = SamplingStats()
         self._warned_exhausted = False
@@ -351,23 +370,56 @@ class VolumeDataset(torch.utils.data.Dataset):
         targets: list[np.ndarray] = []
         weights: list[list[np.ndarray | None]] = []
         if label is not None and self.target_specs:
-            if self.reduce_labels and np.issubdtype(label.dtype, np.integer):
-                label = reduce_label(label)
             try:
                 targets = seg_to_targets(np.asarray(label), self.target_specs, self.erosion, self.dilation)
             except ValueError as err:  # e.g. a float label with non-integral values
                 raise VolumeError(f"label {getattr(self.labels[vol], 'path', vol)} at {box}: {err}") from err
-            weights = seg_to_weights(targets, self.weight_specs, valid, label) if self.weight_specs else []
+            weights = self._weights(targets, valid, label)
+            targets = [t.astype(np.uint8) if compact else t for t, compact in zip(targets, self._compact_targets)]
+        valid_out = None
+        if valid is not None and any(isinstance(w, DeferredWeight) and (w.kind == "mask" or w.masked)
+                                     for ws in weights for w in ws):
+            valid_out = (np.asarray(valid) != 0).astype(np.uint8)
         extra = {k: sample[k] for k in self.extra_images}
         if self.do_2d:
             image = image[:, 0]
             targets = [t[:, 0] for t in targets]
-            weights = [[None if w is None else w[:, 0] for w in ws] for ws in weights]
+            weights = [[w if w is None or isinstance(w, DeferredWeight) else w[:, 0] for w in ws] for ws in weights]
             extra = {k: v[..., 0, :, :] for k, v in extra.items()}
+            valid_out = None if valid_out is None else valid_out[0]
         out["image"] = np.ascontiguousarray(image)
         out["targets"] = [np.ascontiguousarray(t) for t in targets]
         out["weights"] = weights
+        out["valid"] = valid_out
         out["extra"] = extra
+        return out
+
+    def _weights(self, targets: list[np.ndarray], valid: np.ndarray | None,
+                 label: np.ndarray) -> list[list[Any]]:
+        """Weights per target and option; the valid mask ('0') and class-ratio ('1') weights are
+        shipped as :class:`DeferredWeight` recipes and expanded on the device (exact)."""
+        if not self.weight_specs:
+            return []
+        mask = None if valid is None else np.asarray(valid) != 0
+
+        def deferrable(spec) -> bool:
+            return isinstance(spec, NoWeight) or (isinstance(spec, BinaryRatioWeight) and not spec.dilate)
+
+        rest = [[spec for spec in specs if not deferrable(spec)] for specs in self.weight_specs]
+        computed = seg_to_weights(targets, rest, valid, label) if any(rest) else [[] for _ in targets]
+        out: list[list[Any]] = []
+        for i, specs in enumerate(self.weight_specs):
+            row: list[Any] = []
+            it = iter(computed[i])
+            for spec in specs:
+                if isinstance(spec, NoWeight):
+                    row.append(None if mask is None else DeferredWeight("mask", i))
+                elif deferrable(spec):
+                    w_fg, w_bg = binary_ratio_factors(targets[i], mask)
+                    row.append(DeferredWeight("ratio", i, w_fg, w_bg, masked=mask is not None))
+                else:
+                    row.append(next(it))
+            out.append(row)
         return out
 
     def _grid_sample(self, index: int) -> dict[str, Any]:

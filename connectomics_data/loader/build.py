@@ -33,20 +33,28 @@ def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, ran
     (val) or INFERENCE.SAMPLES_PER_BATCH (test). Workers = SYSTEM.NUM_CPUS (split across ranks);
     pinned memory only when CUDA is present; persistent workers and prefetch factor from SYSTEM.
     """
+    tiled = bool(cfg.DATASET.DO_CHUNK_TITLE) and mode == "train"
     if dataset is None:
-        from ..datasets import build_dataset
+        from ..datasets import build_dataset, build_tile_dataset
 
-        dataset = build_dataset(cfg, mode, rank=rank, seed=seed)
+        if tiled:
+            dataset = build_tile_dataset(cfg, "train", rank=rank, world_size=world_size, seed=seed)
+        else:
+            dataset = build_dataset(cfg, mode, rank=rank, seed=seed)
     workers = num_workers_for(cfg, world_size) if num_workers is None else int(num_workers)
     if mode == "train":
         batch = int(cfg.SOLVER.SAMPLES_PER_BATCH)
-        sampler = SampleIndexSampler(len(dataset), start=start_index)
+        if hasattr(dataset, "sampler") and callable(dataset.sampler):
+            # TileDataset: the sampler drives chunk loading (next chunk read in the background)
+            sampler = dataset.sampler(start_index, workers, int(cfg.SYSTEM.PREFETCH_FACTOR))
+        else:
+            sampler = SampleIndexSampler(len(dataset), start=start_index)
     else:
         batch = 4 * int(cfg.SOLVER.SAMPLES_PER_BATCH) if mode == "val" else int(cfg.INFERENCE.SAMPLES_PER_BATCH)
         sampler = torch.utils.data.SequentialSampler(dataset)
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs["persistent_workers"] = bool(cfg.SYSTEM.PERSISTENT_WORKERS) and mode == "train"
+        kwargs["persistent_workers"] = (bool(cfg.SYSTEM.PERSISTENT_WORKERS) or tiled) and mode == "train"
         kwargs["prefetch_factor"] = int(cfg.SYSTEM.PREFETCH_FACTOR)
     return torch.utils.data.DataLoader(
         dataset,

@@ -35,9 +35,17 @@ from .codes import (
     resolve_rates,
 )
 from .labels import dilate_label, erode_label, reduce_label
-from .weights import binary_ratio_weight, seg_to_weights, unet_border_weight
+from .weights import (
+    DeferredWeight,
+    binary_ratio_factors,
+    binary_ratio_weight,
+    seg_to_weights,
+    unet_border_weight,
+)
 
 __all__ = [
+    "DeferredWeight",
+    "binary_ratio_factors",
     "AffinityTarget",
     "BinaryRatioWeight",
     "BinaryTarget",

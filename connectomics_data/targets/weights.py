@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import edt
 import fastremap
@@ -28,6 +29,37 @@ from .labels import as_label_volume
 __all__ = ["binary_ratio_weight", "seg_to_weights", "unet_border_weight"]
 
 MIN_RATIO = 0.05
+
+
+def _ratio(target: np.ndarray, valid: np.ndarray | None) -> tuple[float, float] | None:
+    """``(ww, factor)`` of :func:`binary_ratio_weight`; None for a constant target; factor 0
+    for an empty mask."""
+    if target.size == 0 or target.max() == target.min():
+        return None
+    fg = target != 0
+    if valid is None:
+        ww = float(np.count_nonzero(fg)) / fg.size
+    else:
+        total = float(np.count_nonzero(valid)) * fg.shape[0]
+        if total == 0:
+            return 0.0, 0.0
+        ww = float(np.count_nonzero(fg & valid[None])) / total
+    ww = min(max(ww, MIN_RATIO), 1.0 - MIN_RATIO)
+    return ww, max(ww, 1.0 - ww) / min(ww, 1.0 - ww)
+
+
+def binary_ratio_factors(target: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
+    """``(w_fg, w_bg)`` such that ``binary_ratio_weight(target, mask)`` (no dilation) equals
+    ``where(target != 0, w_fg, w_bg) * mask`` exactly (float32). Lets the loader ship two
+    numbers per sample instead of a float32 volume and expand them on the device."""
+    valid = None if mask is None else (np.asarray(mask) != 0)
+    ratio = _ratio(target, valid)
+    if ratio is None:
+        return 1.0, 1.0
+    ww, factor = ratio
+    if factor == 0.0:
+        return 0.0, 0.0
+    return (1.0, factor) if ww > 1.0 - ww else (factor, 1.0)
 
 
 def binary_ratio_weight(
@@ -53,19 +85,14 @@ def binary_ratio_weight(
         float32 of ``target``'s shape.
     """
     valid = None if mask is None else (np.asarray(mask) != 0)
-    if target.size == 0 or target.max() == target.min():
+    ratio = _ratio(target, valid)
+    if ratio is None:  # constant target: ones (times the mask)
         w = np.ones(target.shape, np.float32)
         return w if valid is None else w * valid[None]
+    ww, factor = ratio
+    if factor == 0.0:  # empty mask
+        return np.zeros(target.shape, np.float32)
     fg = target != 0
-    if valid is None:
-        ww = float(np.count_nonzero(fg)) / fg.size
-    else:
-        total = float(np.count_nonzero(valid)) * fg.shape[0]
-        if total == 0:
-            return np.zeros(target.shape, np.float32)
-        ww = float(np.count_nonzero(fg & valid[None])) / total
-    ww = min(max(ww, MIN_RATIO), 1.0 - MIN_RATIO)
-    factor = max(ww, 1.0 - ww) / min(ww, 1.0 - ww)
     if dilate:
         fg8 = fg.view(np.uint8)
         fg8 = ndimage.maximum_filter1d(fg8, 3, axis=-1, mode="constant")
@@ -207,3 +234,20 @@ def seg_to_weights(
                 raise TypeError(f"not a weight spec: {spec!r}")
         out.append(row)
     return out
+
+
+@dataclass(frozen=True)
+class DeferredWeight:
+    """A weight map described by a few numbers, expanded where it is used (on the device).
+
+    ``kind`` 'mask': the valid mask as float32 (WEIGHT_OPT '0' with a valid mask).
+    ``kind`` 'ratio': ``where(target[target_index] != 0, w_fg, w_bg)``, times the valid mask
+    when ``masked`` (WEIGHT_OPT '1'; see :func:`binary_ratio_factors`). Equal, bit for bit, to
+    what :func:`seg_to_weights` computes, at a tiny fraction of the bytes to move.
+    """
+
+    kind: str
+    target_index: int
+    w_fg: float = 1.0
+    w_bg: float = 1.0
+    masked: bool = False

@@ -1,0 +1,197 @@
+"""Chunk streaming of TileDataset: how long the training loop waits for data at chunk switches.
+
+Data: a 64 x 2048 x 2048 uint8 EM-like volume written as one PNG per slice (a 2 x 2 mosaic of
+flipped copies of the ssTEM stacks in /work/shared/data/drosophila_vnc_sstem when present, else
+smoothed noise), plus (``--label``, default on) a uint32 label volume as one TIFF per slice,
+each described by a PyTC tile JSON.
+
+Training: ``DATA_CHUNK_NUM [2, 2, 2]`` (50 % overlap: 8 chunks of about 43 x 1365 x 1365, grown
+by the halo ``PAD_SIZE [2, 64, 64]``), ``DATA_CHUNK_ITER`` iterations per chunk, a DataLoader
+with persistent workers, and a fake training step (``sleep(step_ms)`` per batch). The decoded
+tile cache is off (``--cache-mb 0``) so every chunk is really decoded, as on a volume far larger
+than RAM.
+
+Reports, with and without background prefetch of the next chunk (``prefetch_next``):
+  * ``switch_wait_s``: time the loop waited for the first batch of each chunk after the first;
+  * ``read_s``: how long each chunk took to read into shared memory (decode + halo + write);
+  * ``first_wait_s`` (the unavoidable first load), ``steady_wait_ms_median`` (other batches),
+    ``total_wait_s`` and ``wall_s``.
+
+Defaults: 50 iterations of 150 ms per chunk (7.5 s of training per chunk, longer than a chunk
+read on 2 cores, so prefetching should hide every switch); ``--chunk-iter 20 --step-ms 60``
+shows the regime where reading is slower than training (the wait shrinks by the training time).
+
+Usage: ``python benchmarks/chunk_stream.py [--out-dir DIR] [--chunk-iter 50] [--step-ms 150]
+[--slots 6] [--workers 2] [--no-label]``; the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch.utils.data
+
+from connectomics_data.datasets import TileDataset
+from connectomics_data.io import open_tiled_volume
+from connectomics_data.loader import collate_samples
+
+DEPTH, SIZE = 64, 2048
+EM_DIR = Path("/work/shared/data/drosophila_vnc_sstem")
+
+
+def em_like(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """(64, 2048, 2048) uint8 image, uint32 label, and where they came from."""
+    if (EM_DIR / "image.h5").exists():
+        import h5py
+
+        with h5py.File(EM_DIR / "image.h5", "r") as f:
+            a = f["main"][:]
+        with h5py.File(EM_DIR / "test_image.h5", "r") as f:
+            b = f["main"][:]
+        with h5py.File(EM_DIR / "label.h5", "r") as f:
+            lab = f["main"][:].astype(np.uint32)
+        em = np.concatenate([a, b, a[::-1], b[::-1]])[:DEPTH]  # (64, 1024, 1024)
+        lab = np.concatenate([lab, lab[::-1]] * 2)[:DEPTH]
+        source = str(EM_DIR)
+    else:
+        from scipy.ndimage import gaussian_filter
+
+        em = gaussian_filter(rng.normal(128, 40, (DEPTH, SIZE // 2, SIZE // 2)), (0, 2, 2))
+        em = np.clip(em, 0, 255).astype(np.uint8)
+        lab = (em > 128).astype(np.uint32)
+        source = "synthetic"
+
+    def mosaic(v: np.ndarray, ids: bool) -> np.ndarray:
+        parts = [v, v[:, :, ::-1], v[:, ::-1], v[:, ::-1, ::-1]]
+        if ids:  # different ids per quadrant, above 2**16
+            parts = [p + np.uint32(k << 17) * (p > 0) for k, p in enumerate(parts)]
+        top = np.concatenate(parts[:2], axis=2)
+        return np.ascontiguousarray(np.concatenate([top, np.concatenate(parts[2:], axis=2)], axis=1))
+
+    return mosaic(em, False), mosaic(lab, True), source
+
+
+def write_json(root: Path, name: str, files: list[str], dtype: str) -> Path:
+    spec = {"image": files, "height": SIZE, "width": SIZE, "depth": DEPTH, "tile_size": SIZE,
+            "tile_st": [0, 0], "tile_ratio": 1, "dtype": dtype, "ndim": 1}
+    path = root / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def write_dataset(root: Path, with_label: bool) -> tuple[Path, Path | None, str]:
+    from PIL import Image
+
+    image_json = root / "image.json"
+    label_json = root / "label.json"
+    if image_json.exists() and (label_json.exists() or not with_label):
+        return image_json, label_json if with_label else None, "cached in " + str(root)
+    import tifffile
+
+    img, lab, source = em_like(np.random.default_rng(0))
+    names = []
+    for z in range(DEPTH):
+        Image.fromarray(img[z]).save(root / f"im{z:04d}.png")
+        names.append(f"im{z:04d}.png")
+    write_json(root, "image", names, "uint8")
+    if not with_label:
+        return image_json, None, source
+    names = []
+    for z in range(DEPTH):
+        tifffile.imwrite(root / f"seg{z:04d}.tif", lab[z])
+        names.append(f"seg{z:04d}.tif")
+    write_json(root, "label", names, "uint32")
+    return image_json, label_json, source
+
+
+def run(image_json: Path, label_json: Path | None, prefetch: bool, args: argparse.Namespace) -> dict:
+    cache = args.cache_mb << 20
+    image = open_tiled_volume(image_json, cache_bytes=cache, threads=args.tile_threads)
+    label = open_tiled_volume(label_json, cache_bytes=cache, threads=args.tile_threads) if label_json else None
+    slots = args.slots
+    ds = TileDataset(
+        [image], [label], sample_size=tuple(args.sample), chunk_num=(2, 2, 2), chunk_iter=args.chunk_iter,
+        batch_size=args.batch, length=args.chunk_iter * args.batch * slots, halo=(2, 64, 64), seed=0,
+        prefetch_next=prefetch,
+    )
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=args.batch, sampler=ds.sampler(0, args.workers, 2), num_workers=args.workers,
+        collate_fn=collate_samples, persistent_workers=args.workers > 0,
+        prefetch_factor=2 if args.workers > 0 else None,
+    )
+    waits: list[float] = []
+    t_start = time.perf_counter()
+    it = iter(loader)
+    for _ in range(args.chunk_iter * slots):
+        t0 = time.perf_counter()
+        next(it)
+        waits.append(time.perf_counter() - t0)
+        time.sleep(args.step_ms / 1000)  # the fake training step
+    wall = time.perf_counter() - t_start
+    history = {h.slot: h for h in ds.load_history}
+    firsts = [waits[s * args.chunk_iter] for s in range(slots)]
+    others = [w for k, w in enumerate(waits) if k % args.chunk_iter]
+    chunk_mb = ds._store.chunk_bytes(history[0].chunk) / 2**20 if ds._store else 0.0
+    ds.close()
+    del it, loader
+    return {
+        "prefetch_next": prefetch,
+        "chunk_mb_with_halo": round(chunk_mb, 1),
+        "chunks": [history[s].chunk for s in range(slots)],
+        "read_s": [round(history[s].read_s, 3) for s in range(slots)],
+        "first_wait_s": round(firsts[0], 3),
+        "switch_wait_s": [round(w, 3) for w in firsts[1:]],
+        "mean_switch_wait_s": round(statistics.mean(firsts[1:]), 3),
+        "max_switch_wait_s": round(max(firsts[1:]), 3),
+        "mean_read_s": round(statistics.mean(history[s].read_s for s in range(1, slots)), 3),
+        "steady_wait_ms_median": round(1000 * statistics.median(others), 2),
+        "total_wait_s": round(sum(waits), 3),
+        "wall_s": round(wall, 2),
+        "train_time_per_chunk_s": round(args.chunk_iter * args.step_ms / 1000, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out-dir", help="where to write (and reuse) the tiles (default: a temp dir)")
+    ap.add_argument("--chunk-iter", type=int, default=50, help="DATA_CHUNK_ITER")
+    ap.add_argument("--step-ms", type=float, default=150.0, help="fake training step per batch")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--slots", type=int, default=6, help="chunks to train on (8 = one cycle)")
+    ap.add_argument("--sample", type=int, nargs=3, default=[17, 257, 257])
+    ap.add_argument("--tile-threads", type=int, default=min(4, os.cpu_count() or 1))
+    ap.add_argument("--cache-mb", type=int, default=0)
+    ap.add_argument("--no-label", action="store_true")
+    args = ap.parse_args(argv)
+
+    tmp = tempfile.TemporaryDirectory() if args.out_dir is None else None
+    root = Path(args.out_dir or tmp.name)
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    image_json, label_json, source = write_dataset(root, not args.no_label)
+    print(f"data ready in {time.perf_counter() - t0:.1f} s ({source})", file=sys.stderr)
+    res: dict = {"source": source, "shape": [DEPTH, SIZE, SIZE], "chunk_num": [2, 2, 2], "halo": [2, 64, 64],
+                 "label": label_json is not None, "chunk_iter": args.chunk_iter, "step_ms": args.step_ms,
+                 "workers": args.workers, "batch": args.batch, "sample": args.sample,
+                 "tile_threads": args.tile_threads, "cache_mb": args.cache_mb, "cpus": os.cpu_count()}
+    for prefetch in (True, False):
+        key = "prefetch" if prefetch else "no_prefetch"
+        res[key] = run(image_json, label_json, prefetch, args)
+        print(key, res[key], file=sys.stderr)
+    if tmp is not None:
+        tmp.cleanup()
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
