@@ -182,6 +182,28 @@ def load_inputs(cfg: CfgNode, mode: str) -> _Inputs:
     return inputs
 
 
+def target_specs_from_cfg(cfg: CfgNode) -> tuple[list, list]:
+    """Parsed MODEL.TARGET_OPT (a trailing 'all' dropped) and MODEL.WEIGHT_OPT."""
+    codes = [t for t in cfg.MODEL.TARGET_OPT if t != "all"]
+    specs = parse_targets(codes, do_2d=bool(cfg.DATASET.DO_2D))
+    return specs, parse_weights(cfg.MODEL.WEIGHT_OPT, num_targets=len(specs))
+
+
+def rejection_policy_from_cfg(cfg: CfgNode) -> RejectionPolicy:
+    """DATASET.VALID_RATIO and DATASET.REJECT_SAMPLING.*."""
+    d, rs = cfg.DATASET, cfg.DATASET.REJECT_SAMPLING
+    return RejectionPolicy(
+        size_thres=int(rs.SIZE_THRES), diversity=int(rs.DIVERSITY), p=float(rs.P),
+        valid_ratio=float(d.VALID_RATIO), num_trial=int(rs.NUM_TRIAL), exhausted=str(rs.EXHAUSTED),
+        screen=bool(rs.SCREEN),
+    )
+
+
+def train_length(cfg: CfgNode) -> int:
+    """Training samples per epoch: DATASET.SAMPLES_PER_EPOCH, else ITERATION_TOTAL x batch."""
+    return int(cfg.DATASET.SAMPLES_PER_EPOCH) or int(cfg.SOLVER.ITERATION_TOTAL) * int(cfg.SOLVER.SAMPLES_PER_BATCH)
+
+
 def build_dataset(cfg: CfgNode, mode: str = "train", rank: int = 0, seed: int | None = None,
                   augmentor: Any = "auto") -> VolumeDataset:
     """The dataset of ``mode`` ('train', 'val' or 'test') described by ``cfg``."""
@@ -210,18 +232,10 @@ def build_dataset(cfg: CfgNode, mode: str = "train", rank: int = 0, seed: int | 
         inputs.masks = [None if v is None else _preload(v) for v in inputs.masks]
         inputs.extra = {k: [_preload(v) for v in vs] for k, vs in inputs.extra.items()}
     normalizers = [normalizer_for(v, d.MEAN, d.STD, d.MATCH_ACT, d.NORMALIZE_RANGE) for v in inputs.images]
-    codes = [t for t in m.TARGET_OPT if t != "all"]
-    specs = parse_targets(codes, do_2d=bool(d.DO_2D)) if mode != "test" else []
-    wspecs = parse_weights(m.WEIGHT_OPT, num_targets=len(specs)) if mode != "test" else []
-    rs = d.REJECT_SAMPLING
-    policy = RejectionPolicy(
-        size_thres=int(rs.SIZE_THRES), diversity=int(rs.DIVERSITY), p=float(rs.P),
-        valid_ratio=float(d.VALID_RATIO), num_trial=int(rs.NUM_TRIAL), exhausted=str(rs.EXHAUSTED),
-        screen=bool(rs.SCREEN),
-    )
+    specs, wspecs = target_specs_from_cfg(cfg) if mode != "test" else ([], [])
+    policy = rejection_policy_from_cfg(cfg)
     if mode == "train":
-        length = int(d.SAMPLES_PER_EPOCH) or int(cfg.SOLVER.ITERATION_TOTAL) * int(cfg.SOLVER.SAMPLES_PER_BATCH)
-        stride = None
+        length, stride = train_length(cfg), None
     elif mode == "val":
         length, stride = None, [max(1, s // 2) for s in input_size]
     else:

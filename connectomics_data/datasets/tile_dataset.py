@@ -430,8 +430,13 @@ def build_tile_dataset(cfg: CfgNode, mode: str = "train", rank: int = 0, world_s
     ``CHUNK_IND_SPLIT``) and visits them in its own seeded order.
     """
     from ..augment import build_train_augmentor
-    from ..targets import parse_targets, parse_weights
-    from .build import build_dataset, load_inputs
+    from .build import (
+        build_dataset,
+        load_inputs,
+        rejection_policy_from_cfg,
+        target_specs_from_cfg,
+        train_length,
+    )
 
     if mode == "val":
         return build_dataset(cfg, "val", rank=rank, seed=seed)
@@ -453,16 +458,10 @@ def build_tile_dataset(cfg: CfgNode, mode: str = "train", rank: int = 0, world_s
     boxes = [None if r is None else Box([r[0], r[2], r[4]], [r[1], r[3], r[5]]) for r in ranges]
     normalizers = [sampled_normalizer(v, b, d.MEAN, d.STD, d.MATCH_ACT, d.NORMALIZE_RANGE)
                    for v, b in zip(inputs.images, boxes)]
-    specs = parse_targets([t for t in m.TARGET_OPT if t != "all"], do_2d=bool(d.DO_2D))
-    wspecs = parse_weights(m.WEIGHT_OPT, num_targets=len(specs))
-    rs = d.REJECT_SAMPLING
-    policy = RejectionPolicy(
-        size_thres=int(rs.SIZE_THRES), diversity=int(rs.DIVERSITY), p=float(rs.P),
-        valid_ratio=float(d.VALID_RATIO), num_trial=int(rs.NUM_TRIAL), exhausted=str(rs.EXHAUSTED),
-        screen=bool(rs.SCREEN),
-    )
+    specs, wspecs = target_specs_from_cfg(cfg)
+    policy = rejection_policy_from_cfg(cfg)
     batch = int(cfg.SOLVER.SAMPLES_PER_BATCH)
-    length = int(d.SAMPLES_PER_EPOCH) or int(cfg.SOLVER.ITERATION_TOTAL) * batch
+    length = train_length(cfg)
     return TileDataset(
         inputs.images, inputs.labels, inputs.masks,
         sample_size=sample_size, chunk_num=list(d.DATA_CHUNK_NUM), chunk_iter=int(d.DATA_CHUNK_ITER),
