@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,12 +14,39 @@ from pathlib import Path
 from ..errors import OutputError
 
 
+def _errno(err: BaseException) -> int | None:
+    """The errno of a failed write; h5py and torch put it only in the text ('errno = 28')."""
+    code = getattr(err, "errno", None)
+    if code is None:
+        found = re.search(r"errno = (\d+)", str(err))
+        code = int(found.group(1)) if found else None
+    return code
+
+
 def _describe_os_error(err: OSError, path: Path) -> str:
-    if err.errno == errno.ENOSPC:
+    code = _errno(err)
+    if code == errno.ENOSPC:
         return f"no space left on the device while writing {path}"
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if code == errno.EFBIG:
+        return f"cannot write {path}: file too large (file size limit reached)"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write {path}: permission denied or read-only file system"
     return f"cannot write {path}: {err.strerror or err}"
+
+
+_WRITE_FAILURE_MARKS = ("errno = ", "file write failed", "unexpected pos")
+"""h5py (at file close) and torch.save report a failed write (disk full, file size limit) as a
+RuntimeError carrying one of these phrases instead of an OSError."""
+
+
+def _write_failure(err: RuntimeError, path: Path) -> str | None:
+    """The message for a RuntimeError that reports a failed write, else None."""
+    text = str(err)
+    if not any(mark in text for mark in _WRITE_FAILURE_MARKS):
+        return None
+    if _errno(err) in (errno.ENOSPC, errno.EFBIG):
+        return _describe_os_error(OSError(_errno(err), text), path)
+    return f"cannot write {path}: the write failed, is the disk full? ({text.splitlines()[0][:120]})"
 
 
 @contextlib.contextmanager
@@ -62,6 +90,12 @@ def atomic_output(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Pat
     except OSError as err:
         _remove(tmp)
         raise OutputError(_describe_os_error(err, final)) from err
+    except RuntimeError as err:
+        _remove(tmp)
+        message = _write_failure(err, final)
+        if message is None:
+            raise
+        raise OutputError(message) from err
     except BaseException:
         _remove(tmp)
         raise

@@ -92,8 +92,8 @@ class LazyArrayVolume(Volume):
         array = self._handle()
         try:
             block = np.asarray(array[self.layout.index(box)])
-        except ConnectomicsDataError:
-            raise
+        except ConnectomicsDataError as err:  # e.g. a corrupt slice of a stack: add the box
+            raise type(err)(f"{err} (while reading box {box} of {self.path})") from err
         except READ_ERRORS as err:
             raise wrap_error(self.path, f"cannot read box {box}", err) from err
         out = self.layout.to_volume_order(block, box)

@@ -275,6 +275,8 @@ def load_tile_json(path: str | os.PathLike) -> TileSpec:
         raise TileJSONError(
             f"tile JSON {p}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}"
         ) from None
+    except RecursionError:
+        raise TileJSONError(f"tile JSON {p}: malformed JSON, nested too deeply") from None
     return spec_from_dict(data, p)
 
 

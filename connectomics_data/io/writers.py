@@ -57,7 +57,9 @@ def write_hdf5(
     if not named:
         raise OutputError(f"{path}: nothing to write (no arrays given)")
     with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        # no chunk cache: a failed chunk write (disk full) then raises in create_dataset, where
+        # a failed flush of cached chunks at close crashes h5py (segmentation fault)
+        with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
             for name, array in named.items():
                 data = np.asarray(array)
                 use = compression if data.size > 0 else None
