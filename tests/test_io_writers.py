@@ -197,3 +197,21 @@ def test_png_slices_crash_after_some_slices(tmp_path, monkeypatch):
     np.testing.assert_array_equal(
         np.stack([iio.imread(tmp_path / "s" / n) for n in listing(tmp_path / "s")]), old
     )
+
+
+def test_outputs_get_the_usual_permissions_not_0600(tmp_path):
+    import os
+    import stat
+
+    from connectomics_data.io import atomic_output
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "f.txt") as tmp:
+            tmp.write_text("x")
+        with atomic_output(tmp_path / "d.zarr", is_dir=True) as tmp:
+            (tmp / "a").write_text("y")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d.zarr").stat().st_mode) == 0o755

@@ -257,7 +257,15 @@ def predict_chunked(
                 target = chunk_dir / chunk_file_name(chunk_file_stem, box)
                 pf = stack.enter_context(prediction_file(target, "h5", overwrite, attrs=attrs))
                 sinks.append(pf.sink(dataset_name, chunks=chunks, compression=compression))
-            inference.predict(view, normalizer, sink=TeeSink(sinks), work_dir=out.parent, pad=halo, unpad=True)
+            try:
+                inference.predict(view, normalizer, sink=TeeSink(sinks), work_dir=out.parent, pad=halo, unpad=True)
+            except OutputError:
+                raise
+            except OSError as err:  # e.g. the disk filled up while zarr wrote a chunk
+                raise OutputError(
+                    f"cannot write chunk {cid} ({box}) of {out}: {err.strerror or err}; the chunks "
+                    "finished before are kept and a rerun resumes after them"
+                ) from err
         progress.mkdir(parents=True, exist_ok=True)
         with atomic_output(marker) as tmp:
             tmp.write_text(json.dumps({"chunk": cid, "start": list(box.start), "stop": list(box.stop)}))

@@ -23,6 +23,12 @@ def _errno(err: BaseException) -> int | None:
     return code
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _describe_os_error(err: OSError, path: Path) -> str:
     code = _errno(err)
     if code == errno.ENOSPC:
@@ -68,10 +74,13 @@ def atomic_output(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Pat
         parent.mkdir(parents=True, exist_ok=True)
         if is_dir:
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent))
+            os.chmod(tmp, 0o777 & ~_umask())
         else:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent)
             os.close(fd)
             tmp = Path(tmp_name)
+            # mkstemp makes 0600 files; outputs get the usual permissions (0666 minus umask)
+            os.chmod(tmp, 0o666 & ~_umask())
     except OSError as err:
         raise OutputError(_describe_os_error(err, final)) from err
     try:
