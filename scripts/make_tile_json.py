@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path as _Path  # noqa: E402
 
-from connectomics_data.errors import ConnectomicsDataError
-from connectomics_data.io.tile_json import ALLOWED_DTYPES
-from connectomics_data.io.tile_make import make_tile_json
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from connectomics_data.errors import ConnectomicsDataError  # noqa: E402
+from connectomics_data.io.tile_json import ALLOWED_DTYPES  # noqa: E402
+from connectomics_data.io.tile_make import make_tile_json  # noqa: E402
 
 EPILOG = """\
 accepted layouts:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path as _Path  # noqa: E402
 
-from connectomics_data.errors import ConnectomicsDataError
-from connectomics_data.io.tile_zarr import DEFAULT_CHUNKS, volume_to_zarr
-from connectomics_data.io.tiles import DEFAULT_CACHE_BYTES, open_tiled_volume
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from connectomics_data.errors import ConnectomicsDataError  # noqa: E402
+from connectomics_data.io.tile_zarr import DEFAULT_CHUNKS, volume_to_zarr  # noqa: E402
+from connectomics_data.io.tiles import DEFAULT_CACHE_BYTES, open_tiled_volume  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

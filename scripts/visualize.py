@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path as _Path  # noqa: E402
 
 import numpy as np
 
-from connectomics_data.augment import Compose, build_train_augmentor
-from connectomics_data.augment.visualize import render_grid
-from connectomics_data.config import load_cfg
-from connectomics_data.geometry import Box
-from connectomics_data.io import atomic_output, open_volume
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+from connectomics_data.augment import Compose, build_train_augmentor  # noqa: E402
+from connectomics_data.augment.visualize import render_grid  # noqa: E402
+from connectomics_data.config import load_cfg  # noqa: E402
+from connectomics_data.geometry import Box  # noqa: E402
+from connectomics_data.io import atomic_output, open_volume  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
