@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer_common import tiny_project
+from _trainer_common import tiny_project
 
 from connectomics_data.config import load_cfg
 from connectomics_data.engine import save_checkpoint

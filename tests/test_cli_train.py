@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_trainer_common import read_log, tiny_project
+from _trainer_common import read_log, tiny_project
 
 from connectomics_data.config import load_cfg
 from connectomics_data.engine import read_checkpoint

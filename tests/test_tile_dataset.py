@@ -27,7 +27,7 @@ from connectomics_data.geometry import Box, ChunkGrid
 from connectomics_data.io import open_tiled_volume
 from connectomics_data.io.base import ArrayVolume
 from connectomics_data.loader import collate_samples
-from tests.test_tiles_common import em_like, write_tiles
+from tests._tiles_common import em_like, write_tiles
 
 SHAPE = (12, 50, 46)  # 50 = 3 x 16 + 2, 46 = 2 x 20 + 6: non-divisible last tiles
 HALO = (2, 5, 5)

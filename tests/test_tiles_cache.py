@@ -8,9 +8,9 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 import pytest
+from _tiles_common import em_like, write_tiles
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_tiles_common import em_like, write_tiles
 
 import connectomics_data.io.tiles as tiles_mod
 from connectomics_data.geometry import Box

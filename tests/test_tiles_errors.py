@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from test_tiles_common import em_like, save_image, vast_encode, write_tiles
+from _tiles_common import em_like, save_image, vast_encode, write_tiles
 
 from connectomics_data.errors import (
     ConnectomicsDataError,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_tiles_common import em_like, save_image, vast_encode
+from _tiles_common import em_like, save_image, vast_encode
 
 from connectomics_data.io.tiles import open_tiled_volume
 

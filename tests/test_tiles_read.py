@@ -7,9 +7,9 @@ import pickle
 
 import numpy as np
 import pytest
+from _tiles_common import em_like, reference_read, write_tiles
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_tiles_common import em_like, reference_read, write_tiles
 
 from connectomics_data.geometry import Box
 from connectomics_data.io.base import PAD_MODES
@@ -211,7 +211,7 @@ def test_palette_png_labels_keep_indices_images_use_red_channel(tmp_path):
 
 def test_rgb_image_tiles_keep_channel_0(tmp_path):
     rgb = np.random.default_rng(4).integers(0, 256, size=(2, 9, 11, 3)).astype(np.uint8)
-    from test_tiles_common import save_image
+    from _tiles_common import save_image
 
     for z in range(2):
         for r in range(2):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from test_tiles_common import em_like, write_tiles
+from _tiles_common import em_like, write_tiles
 
 from connectomics_data.errors import OutputError
 from connectomics_data.geometry import Box

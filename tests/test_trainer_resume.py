@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer_common import read_log, tiny_project
+from _trainer_common import read_log, tiny_project
 
 from connectomics_data.config import load_cfg
 from connectomics_data.engine import read_checkpoint
