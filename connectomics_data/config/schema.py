@@ -180,7 +180,7 @@ KEYS: list[KeySpec] = [
     k("DATASET.REJECT_SAMPLING.DIVERSITY", -1, "With probability P reject samples with fewer distinct ids (background counts); <= 0 disables."),
     k("DATASET.REJECT_SAMPLING.P", 0.95, "Probability of rejecting a sample that fails SIZE_THRES or DIVERSITY."),
     k("DATASET.REJECT_SAMPLING.NUM_TRIAL", 50, "Trials per sample before the EXHAUSTED policy applies (honoured, unlike PyTC)."),
-    ours("DATASET.REJECT_SAMPLING.EXHAUSTED", "raise", "When NUM_TRIAL trials all fail: 'raise' (error naming volume, position, counts) or 'warn' (warn and keep drawing: the sample is always a passing one)."),
+    ours("DATASET.REJECT_SAMPLING.EXHAUSTED", "raise", "When NUM_TRIAL trials all fail: 'raise' (error naming volume, position, counts) or 'warn' (warn once and keep drawing, up to 100 x NUM_TRIAL trials, then raise): a returned sample always passed the tests."),
     ours("DATASET.REJECT_SAMPLING.SCREEN", True, "Screen candidate positions with summed-volume tables before augmenting (same accepted distribution, far fewer wasted augmentations)."),
     k("DATASET.MEAN", 0.5, "Network input = (x/255 - MEAN) / STD."),
     k("DATASET.STD", 0.5, "See MEAN."),
