@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from connectomics_data.geometry import Box
-from connectomics_data.io.tiles import open_tiled_volume
+from connectomics_data.io.tiles.volume import open_tiled_volume
 
 DEPTH, SIZE, TILE = 20, 2048, 1024
 THREADS = sorted({1, 2, min(8, os.cpu_count() or 1)})

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write a PyTC tile JSON (tile_dataset.json) for a stack of image files.
 
-Thin wrapper: the logic is in connectomics_data.io.tile_make (see its docstring).
+Thin wrapper: the logic is in connectomics_data.io.tiles.make (see its docstring).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path as _Path  # noqa: E402
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 from connectomics_data.errors import ConnectomicsDataError  # noqa: E402
-from connectomics_data.io.tile_json import ALLOWED_DTYPES  # noqa: E402
-from connectomics_data.io.tile_make import make_tile_json  # noqa: E402
+from connectomics_data.io.tiles.make import make_tile_json  # noqa: E402
+from connectomics_data.io.tiles.spec import ALLOWED_DTYPES  # noqa: E402
 
 EPILOG = """\
 accepted layouts:

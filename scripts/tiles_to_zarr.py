@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert a tiled volume (PyTC tile JSON) to a chunked zarr array, in parallel and resumably.
 
-Thin wrapper: the logic is in connectomics_data.io.tile_zarr. Rerunning the same command
+Thin wrapper: the logic is in connectomics_data.io.tiles.to_zarr. Rerunning the same command
 after an interruption skips the z-slabs already written (recorded in <out>/.tiles_to_zarr.json).
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path as _Path  # noqa: E402
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 from connectomics_data.errors import ConnectomicsDataError  # noqa: E402
-from connectomics_data.io.tile_zarr import DEFAULT_CHUNKS, volume_to_zarr  # noqa: E402
-from connectomics_data.io.tiles import DEFAULT_CACHE_BYTES, open_tiled_volume  # noqa: E402
+from connectomics_data.io.tiles.to_zarr import DEFAULT_CHUNKS, volume_to_zarr  # noqa: E402
+from connectomics_data.io.tiles.volume import DEFAULT_CACHE_BYTES, open_tiled_volume  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from connectomics_data.config import KEYS, load_cfg
 from connectomics_data.errors import ConnectomicsDataError, TileJSONError
-from connectomics_data.io.tile_json import (
+from connectomics_data.io.tiles.spec import (
     INFORMATIONAL_KEYS,
     OPTIONAL_KEYS,
     REQUIRED_KEYS,

@@ -260,7 +260,7 @@ def test_errors_are_builtin_compatible(tmp_path):
 
 
 def test_json_dispatches_to_tiles_with_kwargs(tmp_path, monkeypatch):
-    from connectomics_data.io import tiles
+    from connectomics_data.io.tiles import volume as tiles
 
     calls = []
 

@@ -12,10 +12,10 @@ from _tiles_common import em_like, write_tiles
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import connectomics_data.io.tiles as tiles_mod
+import connectomics_data.io.tiles.volume as tiles_mod
 from connectomics_data.geometry import Box
-from connectomics_data.io.tile_cache import TileCache
-from connectomics_data.io.tiles import open_tiled_volume
+from connectomics_data.io.tiles.cache import TileCache
+from connectomics_data.io.tiles.volume import open_tiled_volume
 
 
 def arr(nbytes: int, fill: int = 0) -> np.ndarray:

@@ -16,8 +16,8 @@ from connectomics_data.errors import (
     VolumeNotFoundError,
 )
 from connectomics_data.geometry import Box
-from connectomics_data.io.tile_json import parse_image_entry
-from connectomics_data.io.tiles import open_tiled_volume
+from connectomics_data.io.tiles.spec import parse_image_entry
+from connectomics_data.io.tiles.volume import open_tiled_volume
 
 VALID = {
     "image": ["s0/{row}_{column}.png"],

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from _tiles_common import em_like, save_image, vast_encode
 
-from connectomics_data.io.tiles import open_tiled_volume
+from connectomics_data.io.tiles.volume import open_tiled_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from connectomics_data.geometry import Box
 from connectomics_data.io.base import PAD_MODES
-from connectomics_data.io.tiles import TiledVolume, open_tiled_volume
+from connectomics_data.io.tiles.volume import TiledVolume, open_tiled_volume
 
 SHAPE = (5, 21, 26)  # 21 = 2*8 + 5 and 26 = 3*8 + 2: non-divisible last row and column
 

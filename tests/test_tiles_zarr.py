@@ -16,8 +16,8 @@ from _tiles_common import em_like, write_tiles
 from connectomics_data.errors import OutputError
 from connectomics_data.geometry import Box
 from connectomics_data.io.base import Volume
-from connectomics_data.io.tile_zarr import PROGRESS_NAME, volume_to_zarr
-from connectomics_data.io.tiles import open_tiled_volume
+from connectomics_data.io.tiles.to_zarr import PROGRESS_NAME, volume_to_zarr
+from connectomics_data.io.tiles.volume import open_tiled_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (11, 21, 30)  # 11 slices with chunk z 3 -> 4 slabs, the last one 2 deep

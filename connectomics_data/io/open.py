@@ -10,7 +10,7 @@ list/tuple of paths, or a string with ``*``  :class:`ImageStackVolume` (one 2D f
 ``.png`` ``.jpg`` ``.jpeg``                :class:`ImageVolume` (one 2D image; needs ``allow_2d``)
 ``.npy``                                   :class:`NpyVolume` (memory-mapped)
 ``.zarr`` or a zarr directory              :class:`ZarrVolume` (``store.zarr/array`` works)
-``.json``                                  ``io.tiles.open_tiled_volume`` (tile mosaics)
+``.json``                                  ``io.tiles.volume.open_tiled_volume`` (tile mosaics)
 ========================================  ============================================
 """
 
@@ -24,12 +24,12 @@ import numpy as np
 
 from ..errors import VolumeError, VolumeNotFoundError
 from .base import ArrayVolume, Volume
-from .hdf5 import HDF5_EXTENSIONS, Hdf5Volume
-from .images import IMAGE_EXTENSIONS, ImageStackVolume, ImageVolume
+from .formats.hdf5 import HDF5_EXTENSIONS, Hdf5Volume
+from .formats.images import IMAGE_EXTENSIONS, ImageStackVolume, ImageVolume
+from .formats.npy import NPY_EXTENSIONS, NpyVolume
+from .formats.tiff import TIFF_EXTENSIONS, TiffVolume
+from .formats.zarr_array import ZARR_EXTENSIONS, ZarrVolume, is_zarr_store
 from .layout import average_channels, raise_2d
-from .numpy_io import NPY_EXTENSIONS, NpyVolume
-from .tiff import TIFF_EXTENSIONS, TiffVolume
-from .zarr_io import ZARR_EXTENSIONS, ZarrVolume, is_zarr_store
 
 TILE_EXTENSIONS = (".json",)
 SUPPORTED_EXTENSIONS = (
@@ -141,7 +141,7 @@ def open_volume(
         return ImageStackVolume(files, drop_channel=drop_channel, name=p, **kwargs)
     ext = extension(p)
     if ext in TILE_EXTENSIONS:
-        from .tiles import open_tiled_volume
+        from .tiles.volume import open_tiled_volume
 
         return open_tiled_volume(p, **kwargs)
     if not os.path.exists(p):

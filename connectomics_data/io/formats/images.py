@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import ConnectomicsDataError, VolumeError, VolumeNotFoundError
-from .layout import AxisLayout, native_dtype, raise_2d
-from .lazy import READ_ERRORS, LazyArrayVolume, check_exists, wrap_error
+from ...errors import ConnectomicsDataError, VolumeError, VolumeNotFoundError
+from ..layout import AxisLayout, native_dtype, raise_2d
+from ..lazy import READ_ERRORS, LazyArrayVolume, check_exists, wrap_error
 from .tiff import TIFF_EXTENSIONS, layout_axes_from_tiff, open_tiff
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TileJSONError
-from .atomic import atomic_output
-from .tile_decode import read_tile_header
-from .tile_json import ALLOWED_DTYPES, parse_image_entry, spec_from_dict
+from ...errors import TileJSONError
+from ..atomic import atomic_output
+from .decode import read_tile_header
+from .spec import ALLOWED_DTYPES, parse_image_entry, spec_from_dict
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ..errors import ConnectomicsDataError, VolumeError
-from .layout import AxisLayout, native_dtype, raise_2d
-from .lazy import READ_ERRORS, LazyArrayVolume, check_exists, wrap_error
+from ...errors import ConnectomicsDataError, VolumeError
+from ..layout import AxisLayout, native_dtype, raise_2d
+from ..lazy import READ_ERRORS, LazyArrayVolume, check_exists, wrap_error
 
 TIFF_EXTENSIONS = (".tif", ".tiff")
 TIFF_STRATEGIES = ("auto", "memmap", "pages", "load")

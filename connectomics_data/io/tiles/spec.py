@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TileJSONError, VolumeNotFoundError
+from ...errors import TileJSONError, VolumeNotFoundError
 
 ALLOWED_DTYPES = ("uint8", "uint16", "uint32", "uint64")
 REQUIRED_KEYS = ("image", "height", "width", "depth", "tile_size")

@@ -1,4 +1,4 @@
-"""A volume stored as 2D image tiles described by a PyTC tile JSON (see :mod:`.tile_json`).
+"""A volume stored as 2D image tiles described by a PyTC tile JSON (see :mod:`.spec`).
 
 ``open_tiled_volume("tile_dataset.json").read(box)`` decodes only the tiles the box touches,
 in parallel threads (PNG/TIFF decoding releases the GIL), through a byte-bounded LRU cache of
@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TileJSONError, VolumeError
-from ..geometry import Box
-from .base import Volume
-from .tile_cache import TileCache
-from .tile_decode import decode_tile
-from .tile_json import TileSpec, find_missing, load_tile_json
+from ...errors import TileJSONError, VolumeError
+from ...geometry import Box
+from ..base import Volume
+from .cache import TileCache
+from .decode import decode_tile
+from .spec import TileSpec, find_missing, load_tile_json
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
 """Default decoded-tile cache size per volume and per process (512 MiB)."""

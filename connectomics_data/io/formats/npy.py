@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VolumeError
-from .layout import layout_for_ndim, native_dtype
-from .lazy import READ_ERRORS, LazyArrayVolume, check_exists, wrap_error
+from ...errors import VolumeError
+from ..layout import layout_for_ndim, native_dtype
+from ..lazy import READ_ERRORS, LazyArrayVolume, check_exists, wrap_error
 
 NPY_EXTENSIONS = (".npy",)
 

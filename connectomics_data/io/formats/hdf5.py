@@ -7,9 +7,9 @@ from typing import Any
 
 import h5py
 
-from ..errors import ConnectomicsDataError, VolumeError, VolumeNotFoundError
-from .layout import layout_for_ndim, native_dtype
-from .lazy import READ_ERRORS, LazyArrayVolume, check_exists, wrap_error
+from ...errors import ConnectomicsDataError, VolumeError, VolumeNotFoundError
+from ..layout import layout_for_ndim, native_dtype
+from ..lazy import READ_ERRORS, LazyArrayVolume, check_exists, wrap_error
 
 HDF5_EXTENSIONS = (".h5", ".hdf5", ".hdf")
 

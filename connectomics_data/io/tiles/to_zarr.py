@@ -1,4 +1,4 @@
-"""Convert a volume (typically a :class:`~.tiles.TiledVolume`) to a chunked zarr array.
+"""Convert a volume (typically a :class:`~.volume.TiledVolume`) to a chunked zarr array.
 
 The work is cut into z-slabs of whole zarr chunks (``chunks[0] * slab_chunks`` slices, full
 y and x), so no two workers ever write the same chunk. Each slab is read in y-bands that cover
@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import OutputError
-from ..geometry import Box
-from .atomic import atomic_output
-from .base import Volume
+from ...errors import OutputError
+from ...geometry import Box
+from ..atomic import atomic_output
+from ..base import Volume
 
 PROGRESS_NAME = ".tiles_to_zarr.json"
 DEFAULT_CHUNKS = (32, 256, 256)
