@@ -1,14 +1,60 @@
 """Collation into a :class:`Batch`, pinned memory, and the move to the device.
 
-Samples cross the worker -> trainer boundary in their compact form (uint8 images when the
-intensities are untouched); :meth:`Batch.to` finishes the normalisation on the target device,
-so the float32 image is made where it is used (on the GPU when there is one).
+The Batch contract
+==================
+
+A :class:`Batch` is ``B`` samples stacked along a new first axis; ``build_dataloader`` yields
+them. Call ``batch = batch.to(device)`` (or iterate a :class:`~.prefetch.DevicePrefetcher`,
+or let Lightning's ``transfer_batch_to_device`` do it); afterwards every field is, on
+``device``:
+
+============  ================================================================================
+field         value after ``.to(device)``
+============  ================================================================================
+image         float32 ``(B, C, z, y, x)`` (``(B, C, y, x)`` with DATASET.DO_2D): the network
+              input, already normalised per sample (``raw * scale + offset``)
+image_affine  float32 ``(B, 2)``: the ``(offset, scale)`` each sample was normalised with
+targets       list, one tensor per MODEL.TARGET_OPT code, ``(B, C_t, z, y, x)``: float32
+              (binary, affinity, contour, distance ... ; the dtype the losses take), int64
+              ``(B, 1, ...)`` for class-index targets ('9' semantic classes, polarity classes)
+weights       list per target of a list per MODEL.WEIGHT_OPT entry: a float32 tensor
+              broadcastable to that target (``(B, 1 or C_t, z, y, x)``), or None (unweighted:
+              WEIGHT_OPT '0' without a valid mask)
+extra         dict name -> float32 ``(B, ...)``: additional 'img' targets, normalised to [0, 1]
+valid         uint8 ``(B, z, y, x)`` (1 = annotated voxel) or None; present when a valid mask is
+              configured and a weight uses it (it is already folded into those weights)
+pos           int64 ``(B, 4)`` ``[volume index, z, y, x]``: each crop's start in the volume's
+              voxels (negative inside the padding); stays on the CPU
+trials        int64 ``(B,)`` rejection-sampling draws per sample (1 = first draw accepted); CPU
+screened      int64 ``(B,)`` draws rejected by the cheap screen before reading; CPU
+============  ================================================================================
+
+``.to(device, non_blocking=False)`` returns a new, *ready* Batch (the original is unchanged);
+on a ready batch it only moves the tensors. ``pin_memory()`` returns page-locked copies.
+``len(batch)`` is ``B``; ``repr(batch)`` shows each field's dtype and shape, never its values.
+
+In transit
+----------
+Between the workers and ``.to`` a batch travels in a compact form: the image as stored (uint8
+for most EM) plus the per-sample affine, binary-valued targets as uint8, and weight maps that
+two numbers per sample determine (WEIGHT_OPT '1', the valid-mask weight '0') as recipes that are
+expanded on the device. That form is an internal detail of the transfer: it moves 4x fewer bytes
+and lets the GPU do the float work. A batch fresh from the loader has ``in_transit`` True.
+
+Reading ``image``, ``targets`` or ``weights`` of an in-transit batch *works*: the batch first
+finishes itself in place, on the device where its tensors lie (the CPU), exactly as ``.to`` would
+there. That is correct but costs CPU time and moves 4x more bytes if the batch goes to a GPU
+afterwards; ``batch.to(device)`` before reading anything is the fast path.
+
+For the loader's own code (not users): ``Batch(..., normalized=False)`` builds an in-transit
+batch from the compact tensors, ``batch._image`` / ``._targets`` / ``._weights`` read them
+without finishing, and ``batch._map(fn)`` applies ``fn`` to every tensor that travels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +69,9 @@ def _stack(arrays: Sequence[np.ndarray]) -> torch.Tensor:
 
 @dataclass
 class DeferredWeightBatch:
-    """A batch of :class:`DeferredWeight` recipes: ``factors`` ``(B, 2)`` = (w_fg, w_bg)."""
+    """A batch of :class:`DeferredWeight` recipes: ``factors`` ``(B, 2)`` = (w_fg, w_bg).
+
+    Internal to the transfer: a ready :class:`Batch` never holds one."""
 
     kind: str
     target_index: int
@@ -34,79 +82,208 @@ class DeferredWeightBatch:
         return DeferredWeightBatch(self.kind, self.target_index, fn(self.factors), self.masked)
 
 
-@dataclass
 class Batch:
-    """A training / validation batch.
+    """A training / validation batch; see the module docstring for the full contract.
+
+    After ``batch.to(device)`` (or on any read of ``image`` / ``targets`` / ``weights``):
 
     Attributes:
-        image: ``(B, C, z, y, x)`` (``(B, C, y, x)`` in 2D); uint8 or float32 until :meth:`to`
-            has been called, float32 network input afterwards.
-        image_affine: ``(B, 2)`` float32 ``(offset, scale)`` per sample.
-        targets: one ``(B, C_t, z, y, x)`` tensor per target.
-        weights: per target, per weight option: a tensor ``(B, 1 or C_t, ...)`` or None.
-        extra: extra 'img' targets, ``(B, ...)`` float32.
-        valid: ``(B, z, y, x)`` uint8 valid mask when a deferred weight needs it, else None.
-        pos: ``(B, 4)`` int64 ``[volume, z, y, x]``.
-        trials, screened: per sample rejection-sampling counts.
-        normalized: True once ``image`` is the network input.
+        image: float32 ``(B, C, z, y, x)`` (``(B, C, y, x)`` in 2D), the normalised network input.
+        image_affine: float32 ``(B, 2)``, the ``(offset, scale)`` applied per sample.
+        targets: one tensor per target code, ``(B, C_t, z, y, x)``; float32, int64 for
+            class-index targets.
+        weights: per target, per weight option: a float32 tensor broadcastable to the target,
+            or None (unweighted).
+        extra: extra 'img' targets, name -> float32 ``(B, ...)``.
+        valid: uint8 ``(B, z, y, x)`` valid mask (1 = annotated) or None.
+        pos: int64 ``(B, 4)`` ``[volume, z, y, x]`` crop starts (CPU).
+        trials, screened: int64 ``(B,)`` rejection-sampling counts (CPU).
+        in_transit: True while the compact transfer form is held (fresh from the loader).
+        normalized: ``not in_transit`` (kept for older code).
+
+    Args:
+        image, targets, weights: the compact tensors (``normalized=False``, what
+            :func:`collate_samples` builds) or finished ones (``normalized=True``); ``weights``
+            may hold :class:`DeferredWeightBatch` recipes only in the compact form.
     """
 
-    image: torch.Tensor
-    image_affine: torch.Tensor
-    targets: list[torch.Tensor] = field(default_factory=list)
-    weights: list[list[Any]] = field(default_factory=list)
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)
-    valid: torch.Tensor | None = None
-    pos: torch.Tensor | None = None
-    trials: torch.Tensor | None = None
-    screened: torch.Tensor | None = None
-    normalized: bool = False
+    def __init__(
+        self,
+        image: torch.Tensor,
+        image_affine: torch.Tensor,
+        targets: Sequence[torch.Tensor] | None = None,
+        weights: Sequence[Sequence[Any]] | None = None,
+        extra: dict[str, torch.Tensor] | None = None,
+        valid: torch.Tensor | None = None,
+        pos: torch.Tensor | None = None,
+        trials: torch.Tensor | None = None,
+        screened: torch.Tensor | None = None,
+        normalized: bool = False,
+    ):
+        self._image = image
+        self._targets = list(targets or [])
+        self._weights = [list(ws) for ws in (weights or [])]
+        self.image_affine = image_affine
+        self.extra = dict(extra or {})
+        self.valid = valid
+        self.pos = pos
+        self.trials = trials
+        self.screened = screened
+        self._ready = bool(normalized)
+        if self._ready and any(isinstance(w, DeferredWeightBatch) for ws in self._weights for w in ws):
+            raise ValueError("a ready Batch (normalized=True) cannot hold DeferredWeightBatch recipes")
 
+    # ---------------------------------------------------------------- the finished fields
+    @property
+    def image(self) -> torch.Tensor:
+        """float32 network input ``(B, C, z, y, x)`` (finishes an in-transit batch in place)."""
+        self._finish()
+        return self._image
+
+    @image.setter
+    def image(self, value: torch.Tensor) -> None:
+        self._finish()
+        self._image = value
+
+    @property
+    def targets(self) -> list[torch.Tensor]:
+        """One tensor per target code: float32 (int64 for class-index targets)."""
+        self._finish()
+        return self._targets
+
+    @targets.setter
+    def targets(self, value: Sequence[torch.Tensor]) -> None:
+        self._finish()
+        self._targets = list(value)
+
+    @property
+    def weights(self) -> list[list[torch.Tensor | None]]:
+        """Per target, per weight option: float32 tensor broadcastable to the target, or None."""
+        self._finish()
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: Sequence[Sequence[torch.Tensor | None]]) -> None:
+        self._finish()
+        self._weights = [list(ws) for ws in value]
+
+    @property
+    def in_transit(self) -> bool:
+        """True while the batch holds the compact transfer form (before ``.to``)."""
+        return not self._ready
+
+    @property
+    def normalized(self) -> bool:
+        """True once the fields are finished (after ``.to`` or a read); ``not in_transit``."""
+        return self._ready
+
+    @property
+    def device(self) -> torch.device:
+        """Where the image (and every other travelling tensor) lies."""
+        return self._image.device
+
+    def _finish(self) -> None:
+        """Turn the compact form into the finished fields, in place, on the current device."""
+        if self._ready:
+            return
+        self._image = normalize_image(self._image, self.image_affine)
+        self._targets = [t.float() if t.dtype == torch.uint8 else t for t in self._targets]
+        self._weights = [[expand_weight(w, self) for w in ws] for ws in self._weights]
+        self._ready = True
+
+    # ---------------------------------------------------------------- transfer
     def __len__(self) -> int:
-        return int(self.image.shape[0])
+        return int(self._image.shape[0])
 
-    def _map(self, fn) -> Batch:
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        """A new Batch in the same state with ``fn`` applied to every travelling tensor
+        (``pos``, ``trials`` and ``screened`` are shared, not mapped)."""
+
         def map_weight(w):
             if w is None:
                 return None
             return w.map(fn) if isinstance(w, DeferredWeightBatch) else fn(w)
 
         return Batch(
-            image=fn(self.image),
+            image=fn(self._image),
             image_affine=fn(self.image_affine),
-            targets=[fn(t) for t in self.targets],
-            weights=[[map_weight(w) for w in ws] for ws in self.weights],
+            targets=[fn(t) for t in self._targets],
+            weights=[[map_weight(w) for w in ws] for ws in self._weights],
             extra={k: fn(v) for k, v in self.extra.items()},
             valid=None if self.valid is None else fn(self.valid),
             pos=self.pos,
             trials=self.trials,
             screened=self.screened,
-            normalized=self.normalized,
+            normalized=self._ready,
         )
 
     def pin_memory(self) -> Batch:
-        """Page-locked copies (called by the DataLoader's pin-memory thread)."""
+        """Page-locked copies (called by the DataLoader's pin-memory thread); the state is kept."""
         return self._map(lambda t: t.pin_memory())
 
     def to(self, device: torch.device | str, non_blocking: bool = False, normalize: bool = True) -> Batch:
-        """Move to ``device`` and (by default) turn the image into float32 network input there."""
+        """A ready copy on ``device``: the compact form is moved, then finished there.
+
+        ``normalize=False`` (transfer code only) moves the compact form and keeps the batch in
+        transit. ``self`` is never modified.
+        """
         moved = self._map(lambda t: t.to(device, non_blocking=non_blocking))
-        if normalize and not moved.normalized:
-            moved.image = normalize_image(moved.image, moved.image_affine)
-            moved.targets = [t.float() if t.dtype == torch.uint8 else t for t in moved.targets]
-            moved.weights = [[expand_weight(w, moved) for w in ws] for ws in moved.weights]
-            moved.normalized = True
+        if normalize:
+            moved._finish()
         return moved
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every travelling tensor of the batch in its current form (e.g. for
+        ``Tensor.record_stream``); recipes contribute their factor tensors."""
+        out = [self._image, self.image_affine, *self._targets, *self.extra.values()]
+        for ws in self._weights:
+            for w in ws:
+                if isinstance(w, DeferredWeightBatch):
+                    out.append(w.factors)
+                elif w is not None:
+                    out.append(w)
+        if self.valid is not None:
+            out.append(self.valid)
+        return out
+
+    def __repr__(self) -> str:
+        def desc(t: Any) -> str:
+            if t is None:
+                return "None"
+            if isinstance(t, DeferredWeightBatch):
+                target = self._targets[t.target_index]
+                shape = (target.shape[0], 1) + tuple(target.shape[2:]) if t.kind == "mask" else tuple(target.shape)
+                return f"{t.kind}-weight recipe -> float32{list(shape)}"
+            dtype = str(t.dtype).replace("torch.", "")
+            return f"{dtype}{list(t.shape)}"
+
+        def finished(t: torch.Tensor, to: str) -> str:
+            return desc(t) + (f" -> {to}" if not self._ready and str(t.dtype) != f"torch.{to}" else "")
+
+        state = "ready" if self._ready else "in transit (call .to(device))"
+        lines = [f"Batch({len(self)} samples on {self.device}, {state}:"]
+        lines.append(f"  image={finished(self._image, 'float32')},")
+        lines.append(f"  image_affine={desc(self.image_affine)},")
+        targets = ", ".join(finished(t, "float32") if t.dtype == torch.uint8 else desc(t) for t in self._targets)
+        lines.append(f"  targets=[{targets}],")
+        weights = ", ".join("[" + ", ".join(desc(w) for w in ws) + "]" for ws in self._weights)
+        lines.append(f"  weights=[{weights}],")
+        if self.extra:
+            lines.append("  extra={" + ", ".join(f"{k!r}: {desc(v)}" for k, v in self.extra.items()) + "},")
+        lines.append(f"  valid={desc(self.valid)}, pos={desc(self.pos)}, trials={desc(self.trials)}, "
+                     f"screened={desc(self.screened)})")
+        return "\n".join(lines)
 
 
 def expand_weight(w, batch: Batch) -> torch.Tensor | None:
-    """A float32 weight map from a :class:`DeferredWeightBatch` (on the batch's device)."""
+    """A float32 weight map from a :class:`DeferredWeightBatch` (on the batch's device);
+    tensors and None pass through. Reads the batch's compact targets (no finishing)."""
     if not isinstance(w, DeferredWeightBatch):
         return w
     valid = None if batch.valid is None else batch.valid.unsqueeze(1).to(torch.float32)
     if w.kind == "mask":
         return valid
-    target = batch.targets[w.target_index]
+    target = batch._targets[w.target_index]
     shape = (target.shape[0],) + (1,) * (target.dim() - 1)
     w_fg = w.factors[:, 0].reshape(shape).to(torch.float32)
     w_bg = w.factors[:, 1].reshape(shape).to(torch.float32)

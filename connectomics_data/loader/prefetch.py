@@ -17,7 +17,12 @@ from .batch import Batch
 
 
 class DevicePrefetcher:
-    """Iterate ``loader`` yielding batches already on ``device`` and normalised.
+    """Iterate ``loader`` yielding ready batches on ``device`` (what ``batch.to(device)`` gives).
+
+    ``for batch in DevicePrefetcher(loader, "cuda"): ...`` replaces
+    ``for batch in loader: batch = batch.to("cuda")`` and overlaps each copy with the previous
+    step. The loader may be any iterable of :class:`Batch` (a re-iterable DataLoader gives a new
+    pass per ``iter``).
 
     Attributes:
         wait_seconds: total time the consumer spent waiting for the loader (data starvation).
@@ -57,7 +62,5 @@ class DevicePrefetcher:
 
 def _record(batch: Batch, stream) -> None:
     """Tell the caching allocator the tensors are used on ``stream`` (no early reuse)."""
-    tensors = [batch.image, batch.image_affine, *batch.targets, *batch.extra.values()]
-    tensors += [w for ws in batch.weights for w in ws if w is not None]
-    for t in tensors:
+    for t in batch.tensors():
         t.record_stream(stream)
