@@ -237,7 +237,7 @@ def test_repr_shows_dtypes_and_shapes_not_values():
     b = deferred_batch()
     text = repr(b)
     assert text.startswith("Batch(2 samples on cpu, in transit (call .to(device))")
-    assert "image=uint8[2, 1, 2, 4, 4] -> float32" in text
+    assert "image=uint8[2, 1, 2, 4, 4] -> normalised float32," in text
     assert "targets=[uint8[2, 1, 2, 4, 4] -> float32, int64[2, 1, 2, 4, 4]]" in text
     assert "ratio-weight recipe -> float32[2, 1, 2, 4, 4]" in text
     assert "valid=uint8[2, 2, 4, 4], pos=int64[2, 4]" in text

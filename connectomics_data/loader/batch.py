@@ -262,7 +262,8 @@ class Batch:
 
         state = "ready" if self._ready else "in transit (call .to(device))"
         lines = [f"Batch({len(self)} samples on {self.device}, {state}:"]
-        lines.append(f"  image={finished(self._image, 'float32')},")
+        image = desc(self._image) + ("" if self._ready else " -> normalised float32")
+        lines.append(f"  image={image},")
         lines.append(f"  image_affine={desc(self.image_affine)},")
         targets = ", ".join(finished(t, "float32") if t.dtype == torch.uint8 else desc(t) for t in self._targets)
         lines.append(f"  targets=[{targets}],")
