@@ -94,6 +94,71 @@ def run_tutorial(name: str, workdir: Path, overrides: str) -> list[str]:
     return outputs
 
 
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n?", re.MULTILINE | re.DOTALL)
+
+
+def python_blocks(markdown: str) -> list[tuple[str, str | None]]:
+    """The ```python blocks in order, each with its expected stdout: the ```text block right
+    after it (only blank lines or the word "prints" in between), else None."""
+    fences = list(FENCE.finditer(markdown))
+    out = []
+    for k, m in enumerate(fences):
+        if m.group(1) != "python":
+            continue
+        expected = None
+        if k + 1 < len(fences) and fences[k + 1].group(1) == "text":
+            between = markdown[m.end():fences[k + 1].start()].strip()
+            if between in ("", "prints"):
+                expected = fences[k + 1].group(2)
+        out.append((m.group(2), expected))
+    return out
+
+
+def test_python_block_parsing():
+    md = ("```python\nprint(1)\n```\n\nprints\n\n```text\n1\n```\nprose\n```python\nx = 2\n```\n"
+          "more prose\n```text\nnot output\n```\n```bash\nls\n```\n")
+    assert python_blocks(md) == [("print(1)\n", "1\n"), ("x = 2\n", None)]
+
+
+def run_python_tutorial(name: str, workdir: Path) -> list[str]:
+    """Run each ```python block of the tutorial as a script, in order, in ``workdir``, with the
+    repository on PYTHONPATH; check the stdout of blocks followed by their output; return each
+    block's stdout."""
+    blocks = python_blocks((TUTORIALS / name).read_text())
+    assert blocks, f"{name} has no ```python blocks"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    outputs = []
+    for i, (code, expected) in enumerate(blocks):
+        script = workdir / f"{Path(name).stem}_block{i}.py"
+        script.write_text(code)
+        proc = subprocess.run([sys.executable, script.name], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (
+            f"{name} python block {i} failed (exit {proc.returncode}):\n{code}\n"
+            f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
+        )
+        if expected is not None:
+            assert proc.stdout == expected, f"{name} block {i} printed:\n{proc.stdout}"
+        outputs.append(proc.stdout)
+    return outputs
+
+
+@pytest.mark.slow
+def test_own_training_loop_tutorial(workdir: Path):
+    """The plain loop, the Batch printout, resuming, the Lightning loop and Compose, as written."""
+    pytest.importorskip("lightning")
+    loop, _, resume, lightning, compose = run_python_tutorial("own_training_loop.md", workdir)
+    losses = re.findall(r"^step (\d): loss (\d+\.\d{4})$", loop, re.MULTILINE)
+    assert [int(s) for s, _ in losses] == [1, 2, 3] and all(np.isfinite(float(v)) for _, v in losses)
+    state = torch.load(workdir / "checkpoint.pt")
+    assert state["step"] == 3 and set(state) == {"model", "optimizer", "step"}
+    assert re.fullmatch(r"step 4 trains on crops at \[\[-?\d+, -?\d+, -?\d+\], \[-?\d+, -?\d+, -?\d+\]\]\n",
+                        resume)
+    assert lightning.splitlines()[-1] == "trained 3 steps"
+    assert compose.splitlines()[-1] == "float32 (8, 64, 64) uint32 (8, 64, 64)"
+
+
 def training_output(blocks_stdout: list[str]) -> str:
     finals = [out for out in blocks_stdout if out.strip().splitlines()[-1:]
               and FINAL_LINE.match(out.strip().splitlines()[-1])]
