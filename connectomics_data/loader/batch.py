@@ -8,26 +8,17 @@ them. Call ``batch = batch.to(device)`` (or iterate a :class:`~.prefetch.DeviceP
 or let Lightning's ``transfer_batch_to_device`` do it); afterwards every field is, on
 ``device``:
 
-============  ================================================================================
-field         value after ``.to(device)``
-============  ================================================================================
-image         float32 ``(B, C, z, y, x)`` (``(B, C, y, x)`` with DATASET.DO_2D): the network
-              input, already normalised per sample (``raw * scale + offset``)
-image_affine  float32 ``(B, 2)``: the ``(offset, scale)`` each sample was normalised with
-targets       list, one tensor per MODEL.TARGET_OPT code, ``(B, C_t, z, y, x)``: float32
-              (binary, affinity, contour, distance ... ; the dtype the losses take), int64
-              ``(B, 1, ...)`` for class-index targets ('9' semantic classes, polarity classes)
-weights       list per target of a list per MODEL.WEIGHT_OPT entry: a float32 tensor
-              broadcastable to that target (``(B, 1 or C_t, z, y, x)``), or None (unweighted:
-              WEIGHT_OPT '0' without a valid mask)
-extra         dict name -> float32 ``(B, ...)``: additional 'img' targets, normalised to [0, 1]
-valid         uint8 ``(B, z, y, x)`` (1 = annotated voxel) or None; present when a valid mask is
-              configured and a weight uses it (it is already folded into those weights)
-pos           int64 ``(B, 4)`` ``[volume index, z, y, x]``: each crop's start in the volume's
-              voxels (negative inside the padding); stays on the CPU
-trials        int64 ``(B,)`` rejection-sampling draws per sample (1 = first draw accepted); CPU
-screened      int64 ``(B,)`` draws rejected by the cheap screen before reading; CPU
-============  ================================================================================
+| field | value after ``.to(device)`` |
+|---|---|
+| image | float32 ``(B, C, z, y, x)`` (``(B, C, y, x)`` with DATASET.DO_2D): the network input, already normalised per sample (``raw * scale + offset``) |
+| image_affine | float32 ``(B, 2)``: the ``(offset, scale)`` each sample was normalised with |
+| targets | list, one tensor per MODEL.TARGET_OPT code, ``(B, C_t, z, y, x)``: float32 (binary, affinity, contour, distance, ...: the dtype the losses take); int64 ``(B, 1, ...)`` for class-index targets ('9' semantic classes, polarity classes) |
+| weights | list per target of a list per MODEL.WEIGHT_OPT entry: a float32 tensor broadcastable to that target (``(B, 1 or C_t, z, y, x)``), or None (unweighted: WEIGHT_OPT '0' without a valid mask) |
+| extra | dict name -> float32 ``(B, ...)``: additional 'img' targets, normalised to [0, 1] |
+| valid | uint8 ``(B, z, y, x)`` (1 = annotated voxel) or None; present when a valid mask is configured and a weight uses it (it is already folded into those weights) |
+| pos | int64 ``(B, 4)`` ``[volume index, z, y, x]``: each crop's start in the volume's voxels (negative inside the padding); stays on the CPU |
+| trials | int64 ``(B,)`` rejection-sampling draws per sample (1 = first draw accepted); CPU |
+| screened | int64 ``(B,)`` draws rejected by the cheap screen before reading; CPU |
 
 ``.to(device, non_blocking=False)`` returns a new, *ready* Batch (the original is unchanged);
 on a ready batch it only moves the tensors. ``pin_memory()`` returns page-locked copies.
