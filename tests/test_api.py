@@ -66,3 +66,15 @@ def test_issue_names_are_exported():
 
 def test_all_lists_exactly_the_lazy_names():
     assert cd.__all__ == sorted(cd._LAZY) + ["__version__"]
+
+
+def test_lightning_module_without_lightning_says_how_to_install():
+    code = ("import sys\n"
+            "for name in ('lightning', 'lightning.pytorch', 'pytorch_lightning'):\n"
+            "    sys.modules[name] = None\n"
+            "try:\n"
+            "    import connectomics_data.lightning\n"
+            "except ImportError as err:\n"
+            "    print(err)\n")
+    out = run_python(code)
+    assert "pip install 'connectomics_data[lightning]'" in out
