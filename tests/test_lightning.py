@@ -196,3 +196,14 @@ def test_ddp_two_processes_on_gloo_match_the_rank_streams(tmp_path: Path, monkey
         assert torch.equal(got["pos"], want.pos) and torch.equal(got["image"], want.image)
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert not torch.equal(a["image"], b["image"])  # the ranks draw different samples
+
+
+def test_val_dataloader_is_the_validation_grid(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_cfg(str(tiny_project(tmp_path)), opts=["DATASET.VAL_IMAGE_NAME", "val_im.h5",
+                                                      "DATASET.VAL_LABEL_NAME", "val_lb.h5"])
+    got = [snapshot(b.to("cpu")) for b in ConnectomicsDataModule(cfg).val_dataloader()]
+    want = [snapshot(b.to("cpu")) for b in build_dataloader(cfg, "val")]
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        assert_same(a, b)
