@@ -122,7 +122,16 @@ if TYPE_CHECKING:  # static tools see the real objects; nothing is imported at r
     from .loader import Batch, DevicePrefetcher, build_dataloader, collate_samples
 
 
+#: subpackages reachable as attributes without an explicit import (``cd.targets.parse_targets``)
+_SUBPACKAGES = frozenset({
+    "augment", "config", "datasets", "engine", "errors", "geometry", "inference", "io",
+    "lightning", "loader", "models", "normalize", "sampling", "targets",
+})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'connectomics_data' has no attribute {name!r}")
@@ -132,4 +141,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _SUBPACKAGES)

@@ -78,3 +78,10 @@ def test_lightning_module_without_lightning_says_how_to_install():
             "    print(err)\n")
     out = run_python(code)
     assert "pip install 'connectomics_data[lightning]'" in out
+
+
+def test_subpackages_are_attributes():
+    code = ("import connectomics_data as cd; "
+            "print(cd.targets.parse_targets is __import__('connectomics_data.targets').targets.parse_targets, "
+            "cd.geometry.Box is cd.Box)")
+    assert run_python(code).split() == ["True", "True"]
