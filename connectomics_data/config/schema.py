@@ -88,7 +88,7 @@ KEYS: list[KeySpec] = [
     pytc_only("MODEL.KERNEL_SIZES", [3, 3, 5, 3, 3], "EfficientNet kernel sizes (PyTC)."),
     pytc_only("MODEL.ATTENTION", "squeeze_excitation", "Attention type (PyTC)."),
     k("MODEL.ISOTROPY", [False, False, False, True, True], "Per level: True downsamples z too (isotropic), False only y and x (anisotropic EM)."),
-    k("MODEL.TARGET_OPT", ["0"], "Training target codes: '0' binary, '1' synaptic polarity, '2' affinity, '3' small objects, '4-bd-bg' instance contour, '5' instance EDT, '6' semantic EDT, '9-C' classes."),
+    k("MODEL.TARGET_OPT", ["0"], "Training target codes: '0' binary, '1' synaptic polarity, '2' affinity, '3' small objects, '4-bd-bg' instance contour, '5' instance EDT, '6' semantic EDT, '7' / '7-0' Cellpose flows (+ foreground), '8-dil[-5 options]' EDT of the dilated label, 'a-quant-zres-yres-xres' skeleton-aware EDT, '9-C' classes."),
     pytc_only("MODEL.TARGET_OPT_MULTISEG_SPLIT", None, "Multi-channel label split (PyTC VolumeDatasetMultiSeg)."),
     k("MODEL.LABEL_EROSION", None, "Erode instance borders by r voxels before building targets (int or one per target)."),
     k("MODEL.LABEL_DILATION", None, "Dilate labels by r voxels in-plane before building targets (int or one per target)."),
