@@ -1,7 +1,10 @@
-"""Build the configured network (``MODEL.ARCHITECTURE``) and check ``MODEL.INPUT_SIZE`` for it."""
+"""Build the configured network (``MODEL.ARCHITECTURE`` or the ``MODEL.BUILDER`` hook) and
+check ``MODEL.INPUT_SIZE`` for it. The supported names are listed in
+:mod:`connectomics_data.config.architectures`."""
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -9,12 +12,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config.architectures import (
+    BUILTIN_ARCHITECTURES,
+    MONAI_ARCHITECTURES,
+    check_architecture,
+    parse_builder,
+)
 from ..errors import ConfigError
 from .blocks import BLOCK_TYPES
 from .unet import UNet, level_shapes, plan_levels
 
-ARCHITECTURES: dict[str, int] = {"unet_3d": 3, "unet_2d": 2}
-"""Available architectures and their spatial dimensionality."""
+ARCHITECTURES: dict[str, int] = {**BUILTIN_ARCHITECTURES, **MONAI_ARCHITECTURES}
+"""Available architectures and their spatial dimensionality (MONAI ones need the extra)."""
 
 _PYTC_DEFAULT_ISOTROPY = (False, False, False, True, True)
 
@@ -28,12 +37,13 @@ def _model_node(cfg: Any) -> Any:
 
 def architecture_ndim(cfg: Any) -> tuple[str, int]:
     """``(MODEL.ARCHITECTURE, its spatial ndim)``; ConfigError listing the available ones."""
-    name = _model_node(cfg).get("ARCHITECTURE", "unet_3d")
-    if name not in ARCHITECTURES:
-        raise ConfigError(
-            f"MODEL.ARCHITECTURE {name!r} is not available in connectomics_data; "
-            f"available: {', '.join(ARCHITECTURES)}"
-        )
+    node = _model_node(cfg)
+    name = node.get("ARCHITECTURE", "unet_3d")
+    builder = node.get("BUILDER", "")
+    check_architecture(name, builder)
+    if parse_builder(builder) is not None:  # a user model: 2D exactly when the data are
+        do_2d = cfg.get("DATASET") is not None and bool(cfg.DATASET.get("DO_2D", False))
+        return name, 2 if do_2d else 3
     return name, ARCHITECTURES[name]
 
 
@@ -84,9 +94,21 @@ def check_input_size(cfg: Any, input_size: Sequence[int] | None = None) -> tuple
         ConfigError: naming MODEL.INPUT_SIZE, the axis and the minimum size.
     """
     name, ndim = architecture_ndim(cfg)
+    size = _spatial_input_size(cfg, ndim, input_size)
+    if parse_builder(_model_node(cfg).get("BUILDER", "")) is not None:
+        return size  # the user's network decides what it accepts
+    if name in MONAI_ARCHITECTURES:
+        from .monai_nets import PATCH_MULTIPLE
+
+        multiple = PATCH_MULTIPLE[name]
+        if any(n % multiple for n in size):
+            raise ConfigError(
+                f"MODEL.INPUT_SIZE {list(size)} must be a multiple of {multiple} along every "
+                f"axis for {name}"
+            )
+        return size
     filters = _filters(cfg)
     isotropy = _isotropy(cfg, len(filters)) if ndim == 3 else None
-    size = _spatial_input_size(cfg, ndim, input_size)
     levels = plan_levels(ndim, filters, isotropy)
     axes = ("z", "y", "x")[-ndim:]
     for axis, n in enumerate(size):
@@ -109,6 +131,25 @@ def check_input_size(cfg: Any, input_size: Sequence[int] | None = None) -> tuple
                         f"padding needs more than {pad}"
                     )
     return size
+
+
+def _from_builder(cfg: Any, module_name: str, attr: str) -> nn.Module:
+    """Import ``module_name``, follow ``attr`` (dots allowed), call it with ``cfg``."""
+    where = f"MODEL.BUILDER '{module_name}:{attr}'"
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"{where}: cannot import module {module_name!r} ({err})") from err
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{where}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{where} is not callable")
+    model = obj(cfg)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{where} returned {type(model).__name__}, expected a torch.nn.Module")
+    return model
 
 
 def init_weights(model: nn.Module, generator: torch.Generator | None = None) -> None:
@@ -138,6 +179,9 @@ def build_model(
 
     Reads MODEL.{ARCHITECTURE, BLOCK_TYPE, FILTERS, ISOTROPY, IN_PLANES, OUT_PLANES,
     INPUT_SIZE, NORM_MODE, ACT_MODE, PAD_MODE, POOLING_LAYER} and DATASET.IS_ISOTROPIC.
+    With MODEL.BUILDER the named callable builds the model from the config instead (its own
+    initialisation, run with torch's generator seeded from ``generator``); 'unetr' and
+    'swinunetr' come from MONAI (:mod:`.monai_nets`) the same way.
     The returned module has an ``architecture`` attribute (the config name), which
     checkpoints record. Weights are drawn from ``generator`` (see :func:`init_weights`).
 
@@ -147,6 +191,21 @@ def build_model(
     """
     name, ndim = architecture_ndim(cfg)
     node = _model_node(cfg)
+    builder = parse_builder(node.get("BUILDER", ""))
+    if builder is not None or name in MONAI_ARCHITECTURES:
+        check_input_size(cfg)
+        seed = int(generator.initial_seed()) if generator is not None else None
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:  # their own initialisation draws from the global generator
+                torch.manual_seed(seed)
+            if builder is not None:
+                model = _from_builder(cfg, *builder)
+            else:
+                from .monai_nets import build_monai
+
+                model = build_monai(name, cfg)
+        model.architecture = name
+        return model.to(device) if device is not None else model
     block_type = node.get("BLOCK_TYPE", "residual")
     if block_type not in BLOCK_TYPES:
         raise ConfigError(
@@ -165,6 +224,7 @@ def build_model(
         act_mode=node.get("ACT_MODE", "elu"),
         pad_mode=node.get("PAD_MODE", "replicate"),
         pooling=bool(node.get("POOLING_LAYER", False)),
+        plus=name in ("unet_plus_3d", "unet_plus_2d"),
     )
     model.architecture = name
     init_weights(model, generator)
