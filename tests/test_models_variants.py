@@ -101,20 +101,20 @@ def test_builder_syntax_checked_at_load(tmp_path, value):
 
 
 @pytest.mark.skipif(not HAS_MONAI, reason="MONAI (the [monai] extra) is not installed")
-@pytest.mark.parametrize("name,size,opts", [
-    ("unetr", [16, 16, 16], ["MODEL.HIDDEN_SIZE", "32", "MODEL.MLP_DIM", "64",
-                             "MODEL.UNETR_NUM_HEADS", "4", "MODEL.UNETR_FEATURE_SIZE", "4"]),
-    ("swinunetr", [32, 32, 32], ["MODEL.SWIN_UNETR_FEATURE_SIZE", "12", "MODEL.DEPTHS",
-                                 "[1, 1, 1, 1]", "MODEL.SWIN_UNETR_NUM_HEADS", "[1, 1, 1, 1]",
-                                 "MODEL.NORM_NAME", "batch"]),
-])
-def test_monai_networks(tmp_path, name, size, opts):
-    cfg = cfg_for(tmp_path, "MODEL.ARCHITECTURE", name, "MODEL.INPUT_SIZE", str(size), *opts)
-    model = build_model(cfg, generator=seeded()).eval()  # a 1-voxel bottleneck
-    assert model.architecture == name
-    assert model(torch.randn(1, 1, *size)).shape == (1, 2, *size)
-    with pytest.raises(ConfigError, match="multiple of"):
-        check_input_size(cfg, [size[0] + 1, *size[1:]])
+def test_monai_unetr_from_pytc_keys(tmp_path):
+    """(Training both MONAI networks is in test_pytc_cases.py.)"""
+    cfg = cfg_for(tmp_path, "MODEL.ARCHITECTURE", "unetr", "MODEL.INPUT_SIZE", "[16, 16, 16]",
+                  "MODEL.HIDDEN_SIZE", "32", "MODEL.MLP_DIM", "64", "MODEL.UNETR_NUM_HEADS", "4",
+                  "MODEL.UNETR_FEATURE_SIZE", "4")
+    model = build_model(cfg, generator=seeded())
+    assert model.architecture == "unetr"
+    assert model.vit.patch_embedding is not None and model.vit.blocks[0].mlp.linear1.out_features == 64
+    assert model(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        check_input_size(cfg, [17, 16, 16])
+    swin = cfg_for(tmp_path, "MODEL.ARCHITECTURE", "swinunetr", "MODEL.INPUT_SIZE", "[32, 32, 48]")
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        check_input_size(swin)
 
 
 @pytest.mark.skipif(HAS_MONAI, reason="MONAI is installed")

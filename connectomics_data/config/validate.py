@@ -131,6 +131,27 @@ def _check_inference_act(c: _Checker, codes: list[str]) -> None:
     c.list_len("INFERENCE.OUTPUT_ACT", n, f"MODEL.TARGET_OPT {list(codes)}")
 
 
+class ClippedOutputWarning(UserWarning):
+    """A prediction with values below 0 or above 1 is written as uint8 and will be clipped."""
+
+
+def _warn_clipped_uint8(c: _Checker) -> None:
+    """INFERENCE.OUTPUT_ACT 'none' writes raw network values (e.g. '7' flows in [-1, 1]);
+    uint8 output keeps only [0, 1]. Warn once, naming the targets and the fix."""
+    if c.get("INFERENCE.OUTPUT_DTYPE") != "uint8":
+        return
+    codes = [t for t in c.get("MODEL.TARGET_OPT") if t != "all"]
+    raw = [code for code, act in zip(codes, c.get("INFERENCE.OUTPUT_ACT")) if act == "none"]
+    if raw:
+        warnings.warn(
+            f"INFERENCE.OUTPUT_ACT is 'none' for target(s) {raw}: their raw values are written "
+            f"as uint8 (x255, clipped to [0, 1], as PyTC does), so negative values such as "
+            f"flows are lost; set INFERENCE.OUTPUT_DTYPE 'float32' to keep them",
+            ClippedOutputWarning,
+            stacklevel=4,
+        )
+
+
 def _check_targets(c: _Checker) -> None:
     from ..targets import parse_target, parse_weight
 
@@ -268,6 +289,8 @@ def validate_cfg(cfg: CfgNode, provenance: dict[str, str] | None = None, inferen
         if isinstance(v, (list, tuple)) and len(v) != len([t for t in cfg.MODEL.TARGET_OPT if t != "all"]):
             c.fail(key, f"one entry per target ({len(cfg.MODEL.TARGET_OPT)})", v)
     _check_targets(c)
+    if inference:
+        _warn_clipped_uint8(c)
     from .architectures import check_architecture
 
     try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -133,13 +135,29 @@ def check_input_size(cfg: Any, input_size: Sequence[int] | None = None) -> tuple
     return size
 
 
+def _import(module_name: str) -> Any:
+    """Import ``module_name``; if its top-level package is not found, retry with the working
+    directory on sys.path (scripts/train.py puts its own folder there, not the caller's)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        cwd = os.getcwd()
+        if err.name != module_name.split(".")[0] or cwd in sys.path:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(module_name)
+
+
 def _from_builder(cfg: Any, module_name: str, attr: str) -> nn.Module:
     """Import ``module_name``, follow ``attr`` (dots allowed), call it with ``cfg``."""
     where = f"MODEL.BUILDER '{module_name}:{attr}'"
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import(module_name)
     except ImportError as err:
-        raise ConfigError(f"{where}: cannot import module {module_name!r} ({err})") from err
+        raise ConfigError(
+            f"{where}: cannot import module {module_name!r} ({err}); it must be importable "
+            f"from sys.path or the working directory"
+        ) from err
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError(f"{where}: {module_name!r} has no attribute {attr!r}")
