@@ -80,7 +80,7 @@ KEYS: list[KeySpec] = [
     ours("SYSTEM.PIN_MEMORY", True, "Pin batches in page-locked memory (only when CUDA is present)."),
     # ------------------------------------------------------------------ MODEL
     k("MODEL.ARCHITECTURE", "unet_3d", "'unet_3d' / 'unet_residual_3d' (residual, anisotropic EM pooling), 'unet_plus_3d' (plus bottleneck features at every decoder level), 'unet_2d', 'unet_plus_2d'; 'unetr', 'swinunetr' with the [monai] extra. Other names (e.g. 'fpn_3d', 'deeplabv3c') fail at load unless MODEL.BUILDER is set."),
-    ours("MODEL.BUILDER", "", "Model hook: 'package.module:callable', called with the config, returning a torch.nn.Module (B, IN_PLANES, *spatial) -> (B, OUT_PLANES, *spatial); overrides MODEL.ARCHITECTURE, which then only labels checkpoints. The module is imported from sys.path."),
+    ours("MODEL.BUILDER", "", "Model hook: 'package.module:callable', called with the config, returning a torch.nn.Module (B, IN_PLANES, *spatial) -> (B, OUT_PLANES, *spatial); overrides MODEL.ARCHITECTURE, which then only labels checkpoints. The module is imported from sys.path or the working directory."),
     k("MODEL.BLOCK_TYPE", "residual", "'residual' or 'residual_se' blocks."),
     pytc_only("MODEL.BACKBONE", "resnet", "FPN backbone (PyTC)."),
     pytc_only("MODEL.DEPLOY_MODE", False, "RepVGG deploy mode (PyTC)."),
