@@ -38,6 +38,7 @@ def test_unet_plus_3d_adds_bottleneck_features_and_non_local(tmp_path):
     assert plus.architecture == "unet_plus_3d"
     extra = set(plus.state_dict()) - set(plain.state_dict())
     assert any(k.startswith("non_local.") for k in extra) and any(k.startswith("feat.") for k in extra)
+    assert not plus.non_local.out[1].weight.any()  # starts as the identity, as in PyTC
     x = torch.randn(2, 1, 8, 16, 16)
     plus.eval()
     assert plus(x).shape == (2, 2, 8, 16, 16)

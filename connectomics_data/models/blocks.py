@@ -162,7 +162,7 @@ class NonLocalBlock(nn.Module):
 
     ``x + norm(W(softmax(theta(x)^T phi(x)) g(x)))`` with 1x1 convs to ``channels // 2``.
     Shape-preserving; memory grows with the square of the number of positions, so it is used
-    at the coarsest level only.
+    at the coarsest level only. :meth:`zero_init` makes it start as the identity.
     """
 
     def __init__(self, channels: int, ndim: int, norm_mode: str = "bn") -> None:
@@ -173,6 +173,14 @@ class NonLocalBlock(nn.Module):
         self.phi = _CONV[ndim](channels, inner, one)
         self.g = _CONV[ndim](channels, inner, one)
         self.out = nn.Sequential(_CONV[ndim](inner, channels, one), make_norm(norm_mode, channels, ndim))
+
+    def zero_init(self) -> None:
+        """Start as the identity (PyTC zeroes the output normalisation's scale)."""
+        norm = self.out[1]
+        target = norm if getattr(norm, "weight", None) is not None else self.out[0]
+        nn.init.zeros_(target.weight)
+        if target.bias is not None:
+            nn.init.zeros_(target.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]

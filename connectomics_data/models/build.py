@@ -21,7 +21,7 @@ from ..config.architectures import (
     parse_builder,
 )
 from ..errors import ConfigError
-from .blocks import BLOCK_TYPES
+from .blocks import BLOCK_TYPES, NonLocalBlock
 from .unet import UNet, level_shapes, plan_levels
 
 ARCHITECTURES: dict[str, int] = {**BUILTIN_ARCHITECTURES, **MONAI_ARCHITECTURES}
@@ -171,7 +171,8 @@ def _from_builder(cfg: Any, module_name: str, attr: str) -> nn.Module:
 
 
 def init_weights(model: nn.Module, generator: torch.Generator | None = None) -> None:
-    """Kaiming-normal conv weights (fan_in), zero biases, unit norm scales.
+    """Kaiming-normal conv weights (fan_in), zero biases, unit norm scales; non-local blocks
+    start as the identity.
 
     All random draws come from ``generator`` (torch's global generator when None).
     """
@@ -186,6 +187,9 @@ def init_weights(model: nn.Module, generator: torch.Generator | None = None) -> 
             if module.weight is not None:
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if isinstance(module, NonLocalBlock):
+            module.zero_init()
 
 
 def build_model(
