@@ -64,6 +64,16 @@ def test_unet_plus_2d(tmp_path):
     assert build_model(cfg, generator=seeded())(torch.randn(1, 1, 16, 16)).shape == (1, 2, 16, 16)
 
 
+@pytest.mark.parametrize("name,do_2d,size", [("unet_2d", "False", "[1, 16, 16]"),
+                                             ("unet_plus_2d", "False", "[1, 16, 16]"),
+                                             ("unet_3d", "True", "[1, 16, 16]")])
+def test_network_and_do_2d_must_agree(tmp_path, name, do_2d, size):
+    cfg = cfg_for(tmp_path, "MODEL.ARCHITECTURE", name, "DATASET.DO_2D", do_2d,
+                  "MODEL.INPUT_SIZE", size)
+    with pytest.raises(ConfigError, match=rf"{name}.*DATASET.DO_2D is {do_2d}"):
+        build_model(cfg)
+
+
 @pytest.mark.parametrize("name", ["fpn_3d", "deeplabv3c", "resunet"])
 def test_unsupported_architecture_fails_at_load_naming_supported_and_hook(tmp_path, name):
     with pytest.raises(ConfigError) as info:

@@ -87,15 +87,27 @@ def _spatial_input_size(cfg: Any, ndim: int, input_size: Sequence[int] | None) -
 def check_input_size(cfg: Any, input_size: Sequence[int] | None = None) -> tuple[int, ...]:
     """Check that ``input_size`` (default ``MODEL.INPUT_SIZE``) suits the configured network.
 
-    Every spatial axis must be at least the network's total downsampling factor along it
-    (``2 ** (len(FILTERS) - 1)`` for y and x; ``2 ** (number of isotropic levels after the
-    first)`` for z), and with ``PAD_MODE='reflect'`` every level must be larger than the
-    padding. Returns the spatial size ((z, y, x) or (y, x)).
+    A 2D network needs DATASET.DO_2D True and a 3D one False (checked when the config has
+    DATASET.DO_2D). Every spatial axis must be at least the network's total downsampling
+    factor along it (``2 ** (len(FILTERS) - 1)`` for y and x; ``2 ** (number of isotropic
+    levels after the first)`` for z), and with ``PAD_MODE='reflect'`` every level must be
+    larger than the padding. MONAI networks need multiples of their patch size; a
+    MODEL.BUILDER network is not checked. Returns the spatial size ((z, y, x) or (y, x)).
 
     Raises:
-        ConfigError: naming MODEL.INPUT_SIZE, the axis and the minimum size.
+        ConfigError: naming MODEL.INPUT_SIZE (the axis and the minimum size) or the
+            MODEL.ARCHITECTURE / DATASET.DO_2D mismatch.
     """
     name, ndim = architecture_ndim(cfg)
+    dataset = cfg.get("DATASET")
+    do_2d = dataset.get("DO_2D") if dataset is not None else None
+    if do_2d is not None and bool(do_2d) != (ndim == 2):
+        need = "True (2D samples)" if ndim == 2 else "False (3D samples)"
+        raise ConfigError(
+            f"MODEL.ARCHITECTURE {name!r} is a {ndim}D network but DATASET.DO_2D is {do_2d}: "
+            f"set DATASET.DO_2D {need}, or use a {'3D' if ndim == 2 else '2D'} architecture "
+            f"(e.g. {'unet_3d' if ndim == 2 else 'unet_2d'})"
+        )
     size = _spatial_input_size(cfg, ndim, input_size)
     if parse_builder(_model_node(cfg).get("BUILDER", "")) is not None:
         return size  # the user's network decides what it accepts
