@@ -194,6 +194,12 @@ def test_prediction_activation_per_target():
 
 
 def test_prediction_activation_length_mismatch():
-    cfg = loss_cfg(inference_act=("sigmoid", "sigmoid"))
+    cfg = loss_cfg(targets=("0", "0"), out_planes=2, inference_act=("sigmoid",))
     with pytest.raises(ConfigError, match="INFERENCE.OUTPUT_ACT"):
-        prediction_activation(cfg, [1])
+        prediction_activation(cfg, [1, 1])
+
+
+def test_prediction_activation_extra_entries_ignored_as_in_pytc():
+    cfg = loss_cfg(inference_act=("tanh", "softmax"))
+    act = prediction_activation(cfg, [1])
+    assert act.acts == ["tanh"]

@@ -138,9 +138,11 @@ def test_model_records_architecture_name():
     assert build_model(model_cfg(), generator=seeded()).architecture == "unet_3d"
 
 
-@pytest.mark.parametrize("name", ["unet_plus_3d", "fpn_3d", "deeplabv3a", "unetr", "swinunetr"])
+@pytest.mark.parametrize("name", ["fpn_3d", "deeplabv3a", "deeplabv3c", "unet_3dd"])
 def test_other_pytc_architectures_are_config_errors(name):
-    with pytest.raises(ConfigError, match=r"MODEL.ARCHITECTURE.*available: unet_3d, unet_2d"):
+    with pytest.raises(
+        ConfigError, match=r"MODEL.ARCHITECTURE.*not available.*unet_3d.*unetr.*MODEL.BUILDER"
+    ):
         build_model(model_cfg(ARCHITECTURE=name))
 
 

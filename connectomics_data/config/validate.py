@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from yacs.config import CfgNode
@@ -108,6 +109,49 @@ def _is_int_list(v: Any, n: int) -> bool:
     )
 
 
+class ExtraOutputActWarning(UserWarning):
+    """INFERENCE.OUTPUT_ACT has more entries than MODEL.TARGET_OPT; the extra ones are ignored."""
+
+
+def _check_inference_act(c: _Checker, codes: list[str]) -> None:
+    """One INFERENCE.OUTPUT_ACT entry per target. More entries are accepted as PyTC accepts
+    them (its SplitActivation applies entry i to target i and never reads the rest), with a
+    warning naming the entries used and ignored; fewer are an error."""
+    acts = c.get("INFERENCE.OUTPUT_ACT")
+    n = len(codes)
+    if isinstance(acts, (list, tuple)) and len(acts) > n:
+        warnings.warn(
+            f"INFERENCE.OUTPUT_ACT (set in {c.where('INFERENCE.OUTPUT_ACT')}) has {len(acts)} "
+            f"entries for {n} target(s) {list(codes)}; as in PyTC the first {n} are used "
+            f"({list(acts[:n])}) and {list(acts[n:])} ignored",
+            ExtraOutputActWarning,
+            stacklevel=5,
+        )
+        return
+    c.list_len("INFERENCE.OUTPUT_ACT", n, f"MODEL.TARGET_OPT {list(codes)}")
+
+
+class ClippedOutputWarning(UserWarning):
+    """A prediction with values below 0 or above 1 is written as uint8 and will be clipped."""
+
+
+def _warn_clipped_uint8(c: _Checker) -> None:
+    """INFERENCE.OUTPUT_ACT 'none' writes raw network values (e.g. '7' flows in [-1, 1]);
+    uint8 output keeps only [0, 1]. Warn once, naming the targets and the fix."""
+    if c.get("INFERENCE.OUTPUT_DTYPE") != "uint8":
+        return
+    codes = [t for t in c.get("MODEL.TARGET_OPT") if t != "all"]
+    raw = [code for code, act in zip(codes, c.get("INFERENCE.OUTPUT_ACT")) if act == "none"]
+    if raw:
+        warnings.warn(
+            f"INFERENCE.OUTPUT_ACT is 'none' for target(s) {raw}: their raw values are written "
+            f"as uint8 (x255, clipped to [0, 1], as PyTC does), so negative values such as "
+            f"flows are lost; set INFERENCE.OUTPUT_DTYPE 'float32' to keep them",
+            ClippedOutputWarning,
+            stacklevel=4,
+        )
+
+
 def _check_targets(c: _Checker) -> None:
     from ..targets import parse_target, parse_weight
 
@@ -124,8 +168,9 @@ def _check_targets(c: _Checker) -> None:
         except ConfigError as err:
             raise ConfigError(f"MODEL.TARGET_OPT (set in {c.where('MODEL.TARGET_OPT')}): {err}") from err
     n = len(codes)
-    for key in ("MODEL.WEIGHT_OPT", "MODEL.LOSS_OPTION", "MODEL.LOSS_WEIGHT", "MODEL.OUTPUT_ACT", "INFERENCE.OUTPUT_ACT"):
+    for key in ("MODEL.WEIGHT_OPT", "MODEL.LOSS_OPTION", "MODEL.LOSS_WEIGHT", "MODEL.OUTPUT_ACT"):
         c.list_len(key, n, f"MODEL.TARGET_OPT {list(codes)}")
+    _check_inference_act(c, codes)
     for key in ("MODEL.WEIGHT_OPT", "MODEL.LOSS_OPTION", "MODEL.LOSS_WEIGHT", "MODEL.OUTPUT_ACT"):
         for i, inner in enumerate(c.get(key)):
             if not isinstance(inner, (list, tuple)):
@@ -244,3 +289,12 @@ def validate_cfg(cfg: CfgNode, provenance: dict[str, str] | None = None, inferen
         if isinstance(v, (list, tuple)) and len(v) != len([t for t in cfg.MODEL.TARGET_OPT if t != "all"]):
             c.fail(key, f"one entry per target ({len(cfg.MODEL.TARGET_OPT)})", v)
     _check_targets(c)
+    if inference:
+        _warn_clipped_uint8(c)
+    from .architectures import check_architecture
+
+    try:
+        check_architecture(cfg.MODEL.ARCHITECTURE, cfg.MODEL.BUILDER)
+    except ConfigError as err:
+        key = "MODEL.BUILDER" if cfg.MODEL.BUILDER else "MODEL.ARCHITECTURE"
+        raise ConfigError(f"{err} (set in {c.where(key)})") from None

@@ -295,12 +295,17 @@ class PredictionActivation:
 def prediction_activation(cfg: Any, target_channels: Sequence[int]) -> PredictionActivation:
     """Build the per-target inference activation from INFERENCE.OUTPUT_ACT.
 
+    Extra INFERENCE.OUTPUT_ACT entries beyond one per target are ignored, as in PyTC (the
+    config loader warns about them).
+
     Raises:
-        ConfigError: INFERENCE.OUTPUT_ACT does not have one entry per MODEL.TARGET_OPT, an
+        ConfigError: INFERENCE.OUTPUT_ACT has fewer entries than MODEL.TARGET_OPT, an
             unknown activation, or channels not summing to MODEL.OUT_PLANES.
     """
     channels = _check_channels(cfg, target_channels)
     acts = list(cfg.INFERENCE.OUTPUT_ACT)
+    if len(acts) > len(channels):  # PyTC ignores the extra entries (warned at config load)
+        acts = acts[: len(channels)]
     if len(acts) != len(channels):
         raise ConfigError(
             f"INFERENCE.OUTPUT_ACT {acts} has {len(acts)} entries but MODEL.TARGET_OPT "

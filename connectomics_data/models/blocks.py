@@ -154,3 +154,39 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(x + self.se(self.conv2(self.conv1(x))))
+
+
+class NonLocalBlock(nn.Module):
+    """Embedded-Gaussian non-local block (Wang et al. 2018), as PyTC's ``NonLocalBlock3D``
+    without sub-sampling: every position attends to every other one.
+
+    ``x + norm(W(softmax(theta(x)^T phi(x)) g(x)))`` with 1x1 convs to ``channels // 2``.
+    Shape-preserving; memory grows with the square of the number of positions, so it is used
+    at the coarsest level only. :meth:`zero_init` makes it start as the identity.
+    """
+
+    def __init__(self, channels: int, ndim: int, norm_mode: str = "bn") -> None:
+        super().__init__()
+        inner = max(channels // 2, 1)
+        one = (1,) * ndim
+        self.theta = _CONV[ndim](channels, inner, one)
+        self.phi = _CONV[ndim](channels, inner, one)
+        self.g = _CONV[ndim](channels, inner, one)
+        self.out = nn.Sequential(_CONV[ndim](inner, channels, one), make_norm(norm_mode, channels, ndim))
+
+    def zero_init(self) -> None:
+        """Start as the identity (PyTC zeroes the output normalisation's scale)."""
+        norm = self.out[1]
+        target = norm if getattr(norm, "weight", None) is not None else self.out[0]
+        nn.init.zeros_(target.weight)
+        if target.bias is not None:
+            nn.init.zeros_(target.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        theta = self.theta(x).flatten(2).transpose(1, 2)  # (B, N, C')
+        phi = self.phi(x).flatten(2)  # (B, C', N)
+        g = self.g(x).flatten(2).transpose(1, 2)  # (B, N, C')
+        y = torch.softmax(theta @ phi, dim=-1) @ g  # (B, N, C')
+        y = y.transpose(1, 2).reshape(b, -1, *x.shape[2:])
+        return x + self.out(y)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvNormAct, ResidualBlock, make_conv
+from .blocks import ConvNormAct, NonLocalBlock, ResidualBlock, make_conv
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ class UNet(nn.Module):
         norm_mode / act_mode / pad_mode: see :mod:`.blocks`.
         pooling: downsample with max pooling then a conv (``MODEL.POOLING_LAYER``) instead of
             a strided conv.
+        plus: PyTC's ``unet_plus`` variant: a non-local block on the coarsest level, whose
+            features are also projected (1x1 conv) to every decoder level's channels,
+            upsampled and added there, besides the usual skip.
 
     Memory: activations of roughly ``2 * sum(filters[i] * voxels at level i)`` floats per
     sample plus the same again for gradients when training.
@@ -91,6 +94,7 @@ class UNet(nn.Module):
         act_mode: str = "elu",
         pad_mode: str = "replicate",
         pooling: bool = False,
+        plus: bool = False,
     ) -> None:
         super().__init__()
         if ndim not in (2, 3):
@@ -142,6 +146,14 @@ class UNet(nn.Module):
         )
         self.up = nn.ModuleList(block(level) for level in self.levels[:-1])
         self.head = make_conv(first.channels, out_channels, one, 1, pad_mode, bias=True)
+        self.plus = plus
+        if plus:
+            last = self.levels[-1]
+            self.non_local = NonLocalBlock(last.channels, ndim, norm_mode)
+            self.feat = nn.ModuleList(
+                ConvNormAct(last.channels, level.channels, one, 1, pad_mode, norm_mode, act_mode)
+                for level in self.levels[:-1]
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != self.ndim + 2:
@@ -153,9 +165,16 @@ class UNet(nn.Module):
             x = stage(x)
             skips.append(x)
         x = skips.pop()
+        if self.plus:
+            x = self.non_local(x)
+        feat = x
         for i in reversed(range(len(self.up))):
             skip = skips.pop()
             x = self.project[i](x)
             x = F.interpolate(x, size=skip.shape[2:], mode=self.interp_mode, align_corners=True)
-            x = self.up[i](x + skip)
+            x = x + skip
+            if self.plus:
+                f = self.feat[i](feat)
+                x = x + F.interpolate(f, size=skip.shape[2:], mode=self.interp_mode, align_corners=True)
+            x = self.up[i](x)
         return self.head(x)

@@ -9,7 +9,8 @@ Typical use (the dataset does this per sample)::
     weights = seg_to_weights(targets, wspecs, valid_mask, label)
 
 Modules: ``codes`` (parsing, specs), ``labels`` (validation, reduce/erode/dilate), one module
-per target family (``affinity``, ``contour``, ``small_objects``, ``distance``), ``build``
+per target family (``affinity``, ``contour``, ``small_objects``, ``distance``, ``flows``,
+``skeleton``), ``build``
 (``seg_to_targets``) and ``weights`` (``seg_to_weights``).
 """
 
@@ -19,11 +20,14 @@ from .codes import (
     BinaryRatioWeight,
     BinaryTarget,
     ContourTarget,
+    DilatedEDTTarget,
+    FlowTarget,
     InstanceEDTTarget,
     NoWeight,
     PolarityTarget,
     SemanticClassTarget,
     SemanticEDTTarget,
+    SkeletonEDTTarget,
     SmallObjectTarget,
     TargetSpec,
     UNetBorderWeight,
@@ -50,11 +54,14 @@ __all__ = [
     "BinaryRatioWeight",
     "BinaryTarget",
     "ContourTarget",
+    "DilatedEDTTarget",
+    "FlowTarget",
     "InstanceEDTTarget",
     "NoWeight",
     "PolarityTarget",
     "SemanticClassTarget",
     "SemanticEDTTarget",
+    "SkeletonEDTTarget",
     "SmallObjectTarget",
     "TargetSpec",
     "UNetBorderWeight",

@@ -18,17 +18,22 @@ from .codes import (
     AffinityTarget,
     BinaryTarget,
     ContourTarget,
+    DilatedEDTTarget,
+    FlowTarget,
     InstanceEDTTarget,
     PolarityTarget,
     SemanticClassTarget,
     SemanticEDTTarget,
+    SkeletonEDTTarget,
     SmallObjectTarget,
     TargetSpec,
     resolve_rates,
 )
 from .contour import instance_contour
 from .distance import instance_edt, semantic_edt
+from .flows import diffusion_flows
 from .labels import as_label_volume, dilate_label, erode_label
+from .skeleton import skeleton_edt
 from .small_objects import small_objects
 
 __all__ = ["build_target", "seg_to_targets"]
@@ -62,6 +67,16 @@ def build_target(seg: np.ndarray, spec: TargetSpec) -> np.ndarray:
         return instance_edt(
             seg, spec.mode, spec.padding, spec.quantize, spec.zres, spec.erosion, do_2d=spec.do_2d
         )
+    if isinstance(spec, DilatedEDTTarget):
+        e = spec.edt
+        dilated = dilate_label(seg, spec.dilation) if spec.dilation else seg
+        return instance_edt(
+            dilated, e.mode, e.padding, e.quantize, e.zres, e.erosion, do_2d=spec.do_2d
+        )
+    if isinstance(spec, FlowTarget):
+        return diffusion_flows(seg, with_mask=spec.with_mask)
+    if isinstance(spec, SkeletonEDTTarget):
+        return skeleton_edt(seg, spec.resolution, spec.quantize, do_2d=spec.do_2d)
     if isinstance(spec, SemanticEDTTarget):
         return semantic_edt(seg, spec.mode, spec.alpha_fore, spec.alpha_back, do_2d=spec.do_2d)
     if isinstance(spec, SemanticClassTarget):

@@ -19,14 +19,19 @@ Target codes (``-`` separates fields; numbers are plain ASCII decimals)::
     '5[-mode-pad-quant-zres[-erosion]]'  instance EDT, default 5-2d-0-0-5.0-0
                                                     1 ch float32, or 11 classes int64 if quant
     '6[-mode-a-b]'      semantic EDT tanh(d_fg/a - d_bg/b), default 6-2d-8-50   1 ch float32
+    '7' / '7-0'         Cellpose diffusion flows (dy, dx) per slice       2 ch  float32
+                        ('-0': plus the binary foreground)                3 ch  float32
+    '8-dil[-mode-pad-quant-zres[-erosion]]'  label dilated in-plane by dil, then the
+                        instance EDT of '5' with those options            as '5'
+    'a-quant-zres-yres-xres'  skeleton-aware EDT (SDT), voxel size (z, y, x)
+                                                    1 ch float32, or 11 classes int64 if quant
     '9-C'               semantic classes 0..C-1                           C ch  int64 class map
 
 ``channels`` is what the *model* outputs for the target (PyTC's ``SplitActivation`` counts); a
 class target ('1-1', quantised '5', '9-C') is stored as ONE int64 channel of class indices
 (``target_channels == 1``) for a cross-entropy loss over ``channels`` logits.
 
-Codes '7' (Cellpose flows), '8' (dilated-label EDT) and 'a' (skeleton-aware EDT) parse to a
-ConfigError saying they are not supported, so the config fails at load time.
+Code '8' with dilation 0 is the plain '5' EDT (PyTC leaves that target empty, a bug).
 
 Weight codes: '0' (valid mask or nothing), '1' (binary class ratio), '1-1' (ratio with the
 foreground dilated 3x3 in-plane), '2-w0-w1' (U-Net border weight; bare '2' = '2-10-5').
@@ -47,6 +52,9 @@ from ..errors import ConfigError
 __all__ = [
     "AffinityTarget",
     "BinaryRatioWeight",
+    "DilatedEDTTarget",
+    "FlowTarget",
+    "SkeletonEDTTarget",
     "BinaryTarget",
     "ContourTarget",
     "InstanceEDTTarget",
@@ -82,12 +90,12 @@ TARGET_SYNTAX: dict[str, str] = {
     "5": "'5' or '5-mode-padding-quant-zres[-erosion]' with mode 2d|3d, padding 0|1, quant 0|1, "
     "zres a number > 0, erosion an integer >= 0 (default '5-2d-0-0-5.0-0')",
     "6": "'6' or '6-mode-a-b' with mode 2d|3d and numbers a, b > 0 (default '6-2d-8-50')",
+    "7": "'7' (Cellpose flows, 2 channels) or '7-0' (flows plus the binary foreground, 3 "
+    "channels)",
+    "8": "'8-dil' or '8-dil-mode-padding-quant-zres[-erosion]' with an integer dilation "
+    "radius dil >= 0 followed by the options of '5' (e.g. '8-1-2d-0-0-5.0')",
     "9": "'9-C' with an integer number of classes C >= 2 (e.g. '9-3')",
-}
-_UNSUPPORTED = {
-    "7": "Cellpose diffusion flows",
-    "8": "dilated-label EDT",
-    "a": "skeleton-aware distance transform (SDT)",
+    "a": "'a-quant-zres-yres-xres' with quant 0|1 and voxel sizes > 0 (e.g. 'a-0-40-16-16')",
 }
 WEIGHT_SYNTAX = (
     "'0' (valid mask or no weight), '1' (binary class ratio), '1-1' (class ratio with the "
@@ -263,6 +271,59 @@ class SemanticEDTTarget(TargetSpec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FlowTarget(TargetSpec):
+    """'7': Cellpose diffusion flows, channels (dy, dx) float32, unit vectors inside every
+    instance, 0 on background; computed per z slice. '7-0' appends the binary foreground
+    (``label > 0``) as a third channel. See :mod:`connectomics_data.targets.flows`."""
+
+    with_mask: bool = False
+    kind: ClassVar[str] = "flows"
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.with_mask else 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class DilatedEDTTarget(TargetSpec):
+    """'8-dil-mode-padding-quant-zres-erosion': the label grey-dilated in-plane by a
+    ``(1, 2*dil+1, 2*dil+1)`` window, then the instance EDT ``edt`` of '5' (for thin
+    structures such as skeletons: the target peaks on the structure)."""
+
+    dilation: int = 0
+    edt: InstanceEDTTarget
+    kind: ClassVar[str] = "dilated_edt"
+
+    @property
+    def channels(self) -> int:
+        return self.edt.channels
+
+    @property
+    def is_class_target(self) -> bool:
+        return self.edt.is_class_target
+
+
+@dataclass(frozen=True, kw_only=True)
+class SkeletonEDTTarget(TargetSpec):
+    """'a-quant-zres-yres-xres': skeleton-aware distance transform (SDT, Lin et al., MICCAI
+    2023): inside each instance ``(d_b / (d_s + d_b)) ** 0.8`` with ``d_b`` the distance to the
+    instance boundary and ``d_s`` to its skeleton, background -1. ``quantize`` gives 11 int64
+    classes as for '5'. See :mod:`connectomics_data.targets.skeleton`."""
+
+    quantize: bool = False
+    resolution: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    kind: ClassVar[str] = "skeleton_edt"
+
+    @property
+    def channels(self) -> int:
+        return QUANT_LEVELS + 1 if self.quantize else 1
+
+    @property
+    def is_class_target(self) -> bool:
+        return self.quantize
+
+
+@dataclass(frozen=True, kw_only=True)
 class SemanticClassTarget(TargetSpec):
     """'9-C': the label values are class indices 0..C-1. The model outputs C channels; the
     target is ONE int64 channel (cross-entropy), not C one-hot channels."""
@@ -369,6 +430,23 @@ def _mode(field: str) -> str:
     return field
 
 
+def _instance_edt(args: list[str], code: str, do_2d: bool) -> InstanceEDTTarget:
+    """The options of '5' (also the tail of '8'): none, 4 (no erosion) or 5 fields."""
+    if not args:
+        args = ["2d", "0", "0", "5.0", "0"]  # PyTC's default, which its own split code lacks
+    elif len(args) == 4:
+        args = [*args, "0"]  # the older 5-field form has no erosion
+    return InstanceEDTTarget(
+        code=code,
+        do_2d=do_2d,
+        mode=_mode(args[0]),
+        padding=_flag(args[1], "padding"),
+        quantize=_flag(args[2], "quant"),
+        zres=_float(args[3], "zres"),
+        erosion=_int(args[4], "erosion", hi=10_000),
+    )
+
+
 def _parse_target_fields(head: str, args: list[str], code: str, do_2d: bool) -> TargetSpec:
     n = len(args)
     if head == "0":
@@ -409,20 +487,30 @@ def _parse_target_fields(head: str, args: list[str], code: str, do_2d: bool) -> 
             do_bg=_flag(args[1], "do_bg"),
         )
     if head == "5":
-        if n == 0:
-            args = ["2d", "0", "0", "5.0", "0"]  # PyTC's default, which its own split code lacks
-        elif n == 4:
-            args = [*args, "0"]  # the older 5-field form has no erosion
-        elif n != 5:
+        if n not in (0, 4, 5):
             raise _Bad(f"expected 1, 5 or 6 fields, got {n + 1}")
-        return InstanceEDTTarget(
+        return _instance_edt(args, code, do_2d)
+    if head == "7":
+        if n == 0:
+            return FlowTarget(code=code, do_2d=do_2d)
+        if args == ["0"]:
+            return FlowTarget(code=code, do_2d=do_2d, with_mask=True)
+        raise _Bad("only '7' and '7-0' exist")
+    if head == "8":
+        if n not in (1, 5, 6):
+            raise _Bad(f"expected 2, 6 or 7 fields, got {n + 1}")
+        return DilatedEDTTarget(
             code=code,
             do_2d=do_2d,
-            mode=_mode(args[0]),
-            padding=_flag(args[1], "padding"),
-            quantize=_flag(args[2], "quant"),
-            zres=_float(args[3], "zres"),
-            erosion=_int(args[4], "erosion", hi=10_000),
+            dilation=_int(args[0], "dil", hi=10_000),
+            edt=_instance_edt(args[1:], code, do_2d),
+        )
+    if head == "a":
+        if n != 4:
+            raise _Bad(f"expected 5 fields, got {n + 1}")
+        z, y, x = (_float(a, f"{ax}res") for a, ax in zip(args[1:], "zyx"))
+        return SkeletonEDTTarget(
+            code=code, do_2d=do_2d, quantize=_flag(args[0], "quant"), resolution=(z, y, x)
         )
     if head == "6":
         if n == 0:
@@ -454,12 +542,12 @@ def parse_target(code: str, do_2d: bool = False) -> TargetSpec:
     """Parse one TARGET_OPT code into its spec.
 
     Args:
-        code: e.g. '0', '4-1-1', '2-1-3-3-v1', '5', '9-3'.
+        code: e.g. '0', '4-1-1', '2-1-3-3-v1', '5', '7-0', '8-1', 'a-0-40-16-16', '9-3'.
         do_2d: DATASET.DO_2D; changes the affinity channel count from 3 to 2.
 
     Raises:
         ConfigError: naming the code and the expected syntax, for any code that does not parse
-            (also non-strings, 'all', and the unsupported codes 7, 8, a).
+            (also non-strings and 'all').
     """
     if not isinstance(code, str):
         raise ConfigError(
@@ -473,11 +561,6 @@ def parse_target(code: str, do_2d: bool = False) -> TargetSpec:
         )
     fields = code.split("-")
     head, args = fields[0], fields[1:]
-    if head in _UNSUPPORTED:
-        raise ConfigError(
-            f"target code {code!r} ({_UNSUPPORTED[head]}) is not supported by connectomics_data; "
-            f"supported codes start with {', '.join(sorted(TARGET_SYNTAX))}"
-        )
     if head not in TARGET_SYNTAX:
         expected = "; ".join(TARGET_SYNTAX.values())
         raise ConfigError(
