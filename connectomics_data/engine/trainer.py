@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from ..io.atomic import atomic_output
+from ..errors import OutputError
+from ..io.atomic import atomic_output, ensure_directory
 from ..loader import DevicePrefetcher, build_dataloader
 from ..targets import parse_targets
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap_model
@@ -45,8 +46,11 @@ class JsonLinesLog:
     """Append-only JSON-lines log (flushed per line, so a crash loses at most one line)."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "a", buffering=1)
+        ensure_directory(path.parent, "log directory")
+        try:
+            self.file = open(path, "a", buffering=1)
+        except OSError as err:
+            raise OutputError(f"cannot open the log {path}: {err.strerror or err}") from err
 
     def write(self, **record: Any) -> None:
         self.file.write(json.dumps(record) + "\n")

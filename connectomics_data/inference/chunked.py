@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import ConfigError, OutputError
 from ..geometry import Box, ChunkGrid, chunk_bounds, split_indices
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_output, ensure_directory
 from ..io.base import Volume
 from .engine import SlidingWindowInference, _run_attrs
 from .outputs import check_output_path, prediction_file
@@ -266,7 +266,7 @@ def predict_chunked(
                     f"cannot write chunk {cid} ({box}) of {out}: {err.strerror or err}; the chunks "
                     "finished before are kept and a rerun resumes after them"
                 ) from err
-        progress.mkdir(parents=True, exist_ok=True)
+        ensure_directory(progress, "chunk progress directory")
         with atomic_output(marker) as tmp:
             tmp.write_text(json.dumps({"chunk": cid, "start": list(box.start), "stop": list(box.stop)}))
         result.done.append(cid)

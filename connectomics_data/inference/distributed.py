@@ -48,6 +48,7 @@ import numpy as np
 
 from ..errors import ConfigError, ConnectomicsDataError, OutputError
 from ..geometry import Box, ChunkGrid, split_indices
+from ..io.atomic import ensure_directory
 from ..io.base import Volume
 from .chunked import ChunkedResult, aligned_chunks, predict_chunked, progress_dir
 from .engine import RunStats, SlidingWindowInference, _run_attrs
@@ -343,8 +344,8 @@ def _predict_single_process(inference, volumes, final: Path, fmt, normalizers, o
 
 def _make_staging(final: Path) -> str:
     parent = final.parent if str(final.parent) else Path(".")
+    ensure_directory(parent, "output directory", output=final)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
         return tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".shards.tmp", dir=parent)
     except OSError as err:
         raise OutputError(f"cannot create the staging directory for {final} in {parent}: {err}") from err

@@ -34,7 +34,7 @@ import numpy as np
 
 from ...errors import OutputError
 from ...geometry import Box
-from ..atomic import atomic_output
+from ..atomic import atomic_output, ensure_directory
 from ..base import Volume
 
 PROGRESS_NAME = ".tiles_to_zarr.json"
@@ -155,6 +155,7 @@ def volume_to_zarr(
             )
         done = {int(i) for i in saved.get("done", [])}
     else:
+        ensure_directory(out_path.parent, "directory", output=out_path)
         zarr.create_array(
             store=str(out_path),
             shape=volume.shape,
