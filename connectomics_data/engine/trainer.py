@@ -247,7 +247,7 @@ class Trainer:
         engine.settings = dataclasses.replace(
             engine.settings, input_size=tuple(cfg.MODEL.INPUT_SIZE), output_size=tuple(cfg.MODEL.OUTPUT_SIZE),
             pad=tuple(cfg.DATASET.VAL_PAD_SIZE), aug_num=None, output_dtype="float32", unpad=True,
-            stride=tuple(max(1, s // 2) for s in cfg.MODEL.INPUT_SIZE),
+            stride=tuple(max(1, s // 2) for s in cfg.MODEL.INPUT_SIZE), output_scale=(1.0, 1.0, 1.0),
         )
         from ..inference.tta import TestTimeAugmentation
 

@@ -283,6 +283,12 @@ def predict_volumes_distributed(
     if world == 1:
         return _predict_single_process(inference, volumes, final, fmt, normalizers, overwrite, names,
                                        compression, chunks)
+    if any(float(f) != 1.0 for f in inference.settings.output_scale):
+        raise ConfigError(
+            f"INFERENCE.OUTPUT_SCALE {list(inference.settings.output_scale)} is not supported by "
+            "--distributed inference of whole volumes; use INFERENCE.DO_SINGLY or DO_CHUNK_TITLE, "
+            "or one process"
+        )
     _collective(lambda: check_output_path(final, overwrite), rank, world, "output check")
 
     plans: list[WindowPlan] = []
@@ -479,7 +485,8 @@ def predict_chunked_distributed(
     ids = list(chunk_indices) if chunk_indices is not None else list(range(len(chunk_grid)))
     if job_split is not None:
         ids = split_indices(ids, *job_split)
-    if world == 1 and job_split is not None and job_split[1] > 1 and not aligned_chunks(chunk_grid)[1]:
+    if (world == 1 and job_split is not None and job_split[1] > 1
+            and not aligned_chunks(chunk_grid, scale=inference.settings.output_scale)[1]):
         # predict_chunked checks this for rank_world; with one rank only the job split is shared
         raise ConfigError(
             f"DATASET.DATA_CHUNK_NUM {list(chunk_grid.chunk_num)} cuts the volume {list(chunk_grid.shape)} at "
