@@ -252,13 +252,15 @@ class Trainer:
         from ..inference.tta import TestTimeAugmentation
 
         engine.tta = TestTimeAugmentation(None, "mean", bool(cfg.DATASET.DO_2D))
+        engine.show_progress = self.show_progress
         normalizer_fn = build_normalizer_fn_from_cfg(cfg)
         metric = DiceIoU()
         first = None
         for image, label in zip(inputs.images, inputs.labels):
             if label is None:
                 continue
-            pred = engine.predict(image, normalizer_fn(image))
+            pred = engine.predict(image, normalizer_fn(image),
+                                  progress_desc=f"validation {Path(str(image.path)).name}")
             gt = label.read()
             metric.update(pred[0] > 0.5, gt > 0)
             if first is None:

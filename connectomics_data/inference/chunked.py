@@ -251,7 +251,7 @@ def predict_chunked(
     halo = inference.settings.pad if halo is None else halo
     chunk_dir = Path(chunk_file_dir) if chunk_file_dir is not None else out.parent
     result = ChunkedResult([], [], out)
-    for cid in ids:
+    for k, cid in enumerate(ids):
         marker = progress / f"chunk_{cid:06d}.json"
         box = chunk_grid[cid]
         if marker.exists():
@@ -276,7 +276,8 @@ def predict_chunked(
             try:
                 if not out_box.is_empty:
                     inference.predict(view, normalizer, sink=TeeSink(sinks), work_dir=out.parent, pad=halo,
-                                      unpad=True, scale_geometry=geometry)
+                                      unpad=True, scale_geometry=geometry,
+                                      progress_desc=f"chunk {k + 1}/{len(ids)} (id {cid})")
             except OutputError:
                 raise
             except OSError as err:  # e.g. the disk filled up while zarr wrote a chunk

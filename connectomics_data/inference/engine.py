@@ -33,6 +33,7 @@ import torch
 from ..errors import ConfigError
 from ..geometry import Box
 from ..io.base import PAD_MODES
+from ..progress import Progress
 from .accumulate import Accumulator, MemoryAccumulator, ZarrAccumulator, accumulator_bytes
 from .blending import BLENDING_MODES, WeightSum, blending_weights
 from .plan import WindowPlan
@@ -199,6 +200,7 @@ class SlidingWindowInference:
         self.device = torch.device(device)
         self.tta = TestTimeAugmentation(settings.aug_num, settings.aug_mode, settings.do_2d)
         self.last_stats = RunStats()
+        self.show_progress = True  # windows done / total per volume (see connectomics_data.progress)
 
     # ------------------------------------------------------------------ public
     def plan(self, volume, pad=None, unpad: bool | None = None) -> WindowPlan:
@@ -221,6 +223,7 @@ class SlidingWindowInference:
         pad=None,
         unpad: bool | None = None,
         scale_geometry: ScaleGeometry | None = None,
+        progress_desc: str | None = None,
     ) -> np.ndarray | None:
         """Predict one volume.
 
@@ -232,6 +235,7 @@ class SlidingWindowInference:
             pad, unpad: override the settings (chunked inference passes the halo).
             scale_geometry: with ``output_scale``, where this region sits in the resampled
                 whole (chunked inference); default: the region is the whole.
+            progress_desc: label of the progress report (default: 'predict <file name>').
 
         Returns:
             The prediction ``(C, z, y, x)`` in ``output_dtype`` when ``sink`` is None, else None.
@@ -246,7 +250,7 @@ class SlidingWindowInference:
         t_start = time.perf_counter()
         try:
             with torch.inference_mode():
-                self._run(volume, plan, normalizer, sink, work_dir, stats, scale_geometry)
+                self._run(volume, plan, normalizer, sink, work_dir, stats, scale_geometry, progress_desc)
             t_close = time.perf_counter()
             sink.close()
             stats.write += time.perf_counter() - t_close
@@ -306,7 +310,7 @@ class SlidingWindowInference:
         return ZarrAccumulator(shape, channels, directory, chunks, cache_bytes=cache)
 
     def _run(self, volume, plan: WindowPlan, normalizer, sink: Sink, work_dir, stats: RunStats,
-             scale_geometry: ScaleGeometry | None = None) -> None:
+             scale_geometry: ScaleGeometry | None = None, progress_desc: str | None = None) -> None:
         s = self.settings
         resampler: StreamingResampler | None = None
         if scale_geometry is None and not is_identity(s.output_scale):
@@ -327,6 +331,9 @@ class SlidingWindowInference:
             prefetch=s.prefetch,
         )
         batches = iter(reader)
+        name = Path(str(getattr(volume, "path", "") or "volume")).name
+        bar = Progress(len(indices), progress_desc or f"predict {name}", "window", enabled=self.show_progress,
+                       leave=False)
         acc: Accumulator | None = None
         weight_sum: WeightSum | None = None
         weights = weights_dev = None
@@ -371,6 +378,7 @@ class SlidingWindowInference:
                 stats.blend += t2 - t1
                 done += len(batch.indices)
                 stats.windows += len(batch.indices)
+                bar.update(len(batch.indices))
                 if done < len(indices):
                     next_z = plan.output_box(indices[done], out_size).start[0]
                 else:
@@ -393,6 +401,7 @@ class SlidingWindowInference:
             elif finalised_z < region_shape[0]:
                 self._finalise(acc, weight_sum, sink, finalised_z, region_shape[0], region_shape, stats)
         finally:
+            bar.close()
             batches.close()  # stops and joins the reader thread, also after an error
             stats.read = reader.read_seconds
             if acc is not None:
@@ -438,6 +447,7 @@ def predict_volumes_to_file(
     names: Sequence[str] | None = None,
     compression: str | None = "gzip",
     chunks: Sequence[int] | None = None,
+    progress_desc: str | None = None,
 ) -> Path:
     """Predict several volumes into one file: datasets ``vol0``, ``vol1``, ... (PyTC layout).
 
@@ -456,7 +466,10 @@ def predict_volumes_to_file(
             normalizer = normalizers[i] if normalizers is not None else None
             attrs = {"source": str(getattr(volume, "path", ""))}
             sink = out.sink(names[i], chunks=chunks, attrs=attrs, compression=compression)
-            inference.predict(volume, normalizer, sink=sink, work_dir=out.work_dir)
+            desc = progress_desc or f"predict {Path(str(getattr(volume, 'path', '') or 'volume')).name}"
+            if len(volumes) > 1:
+                desc = f"{desc} (volume {i + 1}/{len(volumes)})"
+            inference.predict(volume, normalizer, sink=sink, work_dir=out.work_dir, progress_desc=desc)
     return Path(path)
 
 

@@ -190,6 +190,7 @@ def run_inference_from_cfg(
             the same report.
     """
     inference = build_inference_from_cfg(cfg, model, activation, device)
+    inference.show_progress = rank == 0
     normalizer_fn = build_normalizer_fn_from_cfg(cfg)
     open_fn = open_fn or _default_open_fn(cfg)
     fmt = check_output_format(str(_get(cfg, "INFERENCE.OUTPUT_FORMAT", "h5")))
