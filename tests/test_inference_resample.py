@@ -188,3 +188,18 @@ def test_2d_ignores_z_factor_with_a_warning_and_bad_values_fail():
     for bad in ([1.0, -0.5, 1.0], [1.0, 1.0], [1.0, float("nan"), 1.0]):
         with pytest.raises(ConfigError, match="INFERENCE.OUTPUT_SCALE"):
             inference_settings_from_cfg(_cfg("/tmp", OUTPUT_SCALE=bad))
+
+
+def test_chunks_left_without_output_voxels_are_done_and_write_no_file(tmp_path):
+    """0.1 x 30 voxels -> 3 output voxels for 5 chunks along y: two chunks own none."""
+    from connectomics_data.geometry import ChunkGrid
+    from connectomics_data.inference import predict_chunked
+
+    a = np.random.default_rng(0).random((4, 30, 30)).astype(np.float32)
+    s = InferenceSettings(input_size=(2, 8, 8), stride=(2, 8, 8), output_dtype="float32", output_scale=(1, 0.1, 0.1))
+    res = predict_chunked(ArrayVolume(a), ChunkGrid(a.shape, (1, 5, 1), overlap=False),
+                          SlidingWindowInference(lambda x: x, s), tmp_path / "o.zarr", write_chunk_files=True)
+    assert res.done == [0, 1, 2, 3, 4]
+    got = zarr.open_group(str(tmp_path / "o.zarr"), mode="r")["vol0"][:]
+    np.testing.assert_allclose(got, resample_array(a[None], (1, 0.1, 0.1)), rtol=0, atol=ULP)
+    assert len(list(tmp_path.glob("result_*.h5"))) == 3

@@ -264,12 +264,13 @@ def predict_chunked(
             axes = whole.axes
             out_box = Box(tuple(ax.output_cut(a) for ax, a in zip(axes, box.start)),
                           tuple(ax.output_cut(b) for ax, b in zip(axes, box.stop)))
-            need = whole.input_box(out_box)
-            geometry = ScaleGeometry(whole.scale, whole.full_shape, need.start, out_box)
-            view = VolumeView(volume, need)
+            if not out_box.is_empty:  # else: strong downsampling left this chunk no output voxel
+                need = whole.input_box(out_box)
+                geometry = ScaleGeometry(whole.scale, whole.full_shape, need.start, out_box)
+                view = VolumeView(volume, need)
         with contextlib.ExitStack() as stack:
             sinks = [RegionSink(shared.get, out_box.start, chunks)]
-            if write_chunk_files:
+            if write_chunk_files and not out_box.is_empty:
                 target = chunk_dir / chunk_file_name(chunk_file_stem, box)
                 pf = stack.enter_context(prediction_file(target, "h5", overwrite, attrs=attrs))
                 sinks.append(pf.sink(dataset_name, chunks=chunks, compression=compression))
