@@ -203,3 +203,22 @@ def test_chunks_left_without_output_voxels_are_done_and_write_no_file(tmp_path):
     got = zarr.open_group(str(tmp_path / "o.zarr"), mode="r")["vol0"][:]
     np.testing.assert_allclose(got, resample_array(a[None], (1, 0.1, 0.1)), rtol=0, atol=ULP)
     assert len(list(tmp_path.glob("result_*.h5"))) == 3
+
+
+def test_cli_inference_with_pytc_output_scale(tmp_path, capsys, monkeypatch):
+    """A PyTC config with OUTPUT_SCALE [1, 0.5, 0.5] (NucMM-Zebrafish style) loads and predicts."""
+    import yaml
+    from test_bad_inputs import BASE_CFG, SHAPE, _h5, _merge, _save_good_checkpoint, run_cli
+
+    monkeypatch.chdir(tmp_path)
+    _h5(tmp_path / "img.h5", np.random.default_rng(0).integers(0, 256, SHAPE, dtype=np.uint8))
+    _save_good_checkpoint(tmp_path)
+    cfg = _merge(BASE_CFG, {"DATASET.INPUT_PATH": str(tmp_path), "DATASET.OUTPUT_PATH": str(tmp_path / "out"),
+                            "INFERENCE.OUTPUT_PATH": str(tmp_path / "pred"), "INFERENCE.OUTPUT_SCALE": [1, 0.5, 0.5]})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    rc, stderr, _ = run_cli(["--config-file", str(tmp_path / "cfg.yaml"), "--inference", "--checkpoint",
+                             str(tmp_path / "good.pth")], capsys, monkeypatch)
+    assert rc == 0, stderr
+    with h5py.File(tmp_path / "pred" / "result.h5", "r") as f:
+        assert f["vol0"].shape == (1, SHAPE[0], SHAPE[1] // 2, SHAPE[2] // 2)
+        assert list(f.attrs["output_scale"]) == [1.0, 0.5, 0.5]
