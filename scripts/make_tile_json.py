@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ConnectomicsDataError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     if not args.quiet:
         print(
             f"wrote {args.out}: depth {data['depth']}, {data['height']} x {data['width']}, "

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except ConnectomicsDataError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     if not args.quiet:
         print(
             f"wrote {args.out}: shape {list(volume.shape)} {volume.dtype.name}; slabs written "

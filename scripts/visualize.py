@@ -22,6 +22,7 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run from a clon
 from connectomics_data.augment import Compose, build_train_augmentor  # noqa: E402
 from connectomics_data.augment.visualize import render_grid  # noqa: E402
 from connectomics_data.config import load_cfg  # noqa: E402
+from connectomics_data.errors import ConnectomicsDataError  # noqa: E402
 from connectomics_data.geometry import Box  # noqa: E402
 from connectomics_data.io import atomic_output, open_volume  # noqa: E402
 
@@ -57,6 +58,14 @@ def crop_box(shape: tuple[int, ...], size: tuple[int, ...], rng: np.random.Gener
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return _run(args)
+    except ConnectomicsDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg = load_cfg(args.config_file, freeze=False)
     if args.input_size:
         cfg.MODEL.INPUT_SIZE = list(args.input_size)

@@ -376,7 +376,8 @@ def _write_foreign(run: Path, name: str = "result.h5") -> None:
 
 
 INFERENCE_CASES: dict[str, Case] = {
-    "output path not writable": Case(OutputError, ["{data}/a_file/pred/result.h5", "not writable"], inference=True,
+    "output path not writable": Case(OutputError, ["{data}/a_file/pred/result.h5", "{data}/a_file is a file"],
+                                     inference=True,
                                      cfg={"INFERENCE.OUTPUT_PATH": "{data}/a_file/pred"},
                                      args=["--checkpoint", "{data}/good.pth"]),
     "output exists and is not ours": Case(OutputError, ["{run}/pred/result.h5", "not a prediction", "refusing"],

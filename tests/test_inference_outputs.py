@@ -192,8 +192,9 @@ def test_settings_from_cfg_reads_pytc_keys_and_defaults_for_new_ones():
     assert (s.blending, s.batch_size, s.output_dtype, s.memory_budget_mb) == ("bump", 3, "uint8", 2048.0)
     s = inference_settings_from_cfg(_cfg(INPUT_SIZE=[6, 16, 16], PAD_SIZE=[0, 4, 4], OUTPUT_DTYPE="float16", AUG_NUM=8))
     assert (s.input_size, s.output_size, s.pad, s.output_dtype, s.aug_num) == ((6, 16, 16), None, (0, 4, 4), "float16", 8)
+    assert inference_settings_from_cfg(_cfg(OUTPUT_SCALE=[1.0, 0.5, 0.5])).output_scale == (1.0, 0.5, 0.5)
     with pytest.raises(ConfigError, match="OUTPUT_SCALE"):
-        inference_settings_from_cfg(_cfg(OUTPUT_SCALE=[1.0, 2.0, 2.0]))
+        inference_settings_from_cfg(_cfg(OUTPUT_SCALE=[1.0, 0.0, 2.0]))
 
 
 def test_build_sets_eval_mode_from_do_eval():

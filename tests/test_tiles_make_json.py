@@ -130,7 +130,7 @@ def test_check_reports_wrong_size_and_writes_nothing(tmp_path, vol, capsys):
     save_image(bad, np.zeros((8, 9), np.uint8))
     out = tmp_path / "t.json"
     assert run("--images", str(tmp_path / "stack"), "--tiles-per-slice", "{row}_{column}.png",
-               "--out", str(out), "--check") == 1
+               "--out", str(out), "--check") == 2
     err = capsys.readouterr().err
     assert f"{bad}: shape (8, 9), expected (8, 8)" in err and "1 of 144" in err
     assert not out.exists() and not list(tmp_path.glob(".t.json*"))  # nothing half-written
@@ -143,7 +143,7 @@ def test_missing_tile_in_grid(tmp_path, vol, capsys):
     write_grid(tmp_path / "stack", vol, 8, 8, lambda z, r, c: f"z{z}/{r}_{c}.png")
     (tmp_path / "stack" / "z3" / "2_1.png").unlink()
     assert run("--images", str(tmp_path / "stack"), "--tiles-per-slice", "{row}_{column}.png",
-               "--out", str(tmp_path / "t.json")) == 1
+               "--out", str(tmp_path / "t.json")) == 2
     err = capsys.readouterr().err
     assert "1 of 144 tiles are missing" in err and str(tmp_path / "stack" / "z3" / "2_1.png") in err
 
@@ -151,7 +151,7 @@ def test_missing_tile_in_grid(tmp_path, vol, capsys):
 def test_zero_padding_mismatch_is_explained(tmp_path, vol, capsys):
     write_grid(tmp_path / "stack", vol[:1], 8, 8, lambda z, r, c: f"z{z}/{r:02d}_{c:02d}.png")
     assert run("--images", str(tmp_path / "stack"), "--tiles-per-slice", "{row}_{column}.png",
-               "--out", str(tmp_path / "t.json")) == 1
+               "--out", str(tmp_path / "t.json")) == 2
     assert "zero padding" in capsys.readouterr().err
 
 
@@ -159,13 +159,13 @@ def test_zero_padding_mismatch_is_explained(tmp_path, vol, capsys):
 def test_bad_pattern_argument(tmp_path, vol, pattern, capsys):
     save_image(tmp_path / "x" / "0_0.png", vol[0])
     assert run("--images", str(tmp_path / "x"), "--tiles-per-slice", pattern, "--out",
-               str(tmp_path / "t.json")) == 1
+               str(tmp_path / "t.json")) == 2
     assert "--tiles-per-slice" in capsys.readouterr().err
 
 
 def test_nothing_found(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert run("--images", str(tmp_path / "empty"), "--out", str(tmp_path / "t.json")) == 1
-    assert run("--images", str(tmp_path / "nope*.png"), "--out", str(tmp_path / "t.json")) == 1
+    assert run("--images", str(tmp_path / "empty"), "--out", str(tmp_path / "t.json")) == 2
+    assert run("--images", str(tmp_path / "nope*.png"), "--out", str(tmp_path / "t.json")) == 2
     err = capsys.readouterr().err
     assert "no image files" in err and "matches nothing" in err

@@ -124,7 +124,7 @@ def test_script_main(tmp_path, tiled, capsys):
     script = _load_script()
     assert script.main([str(path), str(out), "--chunks", "4", "16", "16", "--zarr-format", "2", "--quiet"]) == 0
     np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[:], full)
-    assert script.main([str(path), str(out), "--chunks", "5", "16", "16", "--quiet"]) == 1
+    assert script.main([str(path), str(out), "--chunks", "5", "16", "16", "--quiet"]) == 2
     assert "overwrite" in capsys.readouterr().err
 
 

@@ -289,7 +289,7 @@ KEYS: list[KeySpec] = [
     k("INFERENCE.AUG_MODE", "mean", "TTA reduction: 'mean', 'min' or 'max'."),
     k("INFERENCE.AUG_NUM", None, "TTA variants: None/0, 4, 8 or 16 (2D: at most 8)."),
     k("INFERENCE.DATA_SCALE", None, "Overrides DATASET.DATA_SCALE at inference."),
-    pytc_only("INFERENCE.OUTPUT_SCALE", [1.0, 1.0, 1.0], "Resize the network output (PyTC); not supported: must stay [1, 1, 1]."),
+    k("INFERENCE.OUTPUT_SCALE", [1.0, 1.0, 1.0], "Resample the prediction by these factors (z, y, x): output shape ceil(shape * scale), linear interpolation with PyTC's anti-aliasing (skimage resize order 1), streamed block by block. DATASET.DO_2D uses y and x only."),
     k("INFERENCE.DO_EVAL", True, "model.eval() (True) or model.train() at inference."),
     pytc_only("INFERENCE.TEST_NUM", 1, "Unused in PyTC."),
     pytc_only("INFERENCE.TEST_ID", 0, "Unused in PyTC."),

@@ -229,9 +229,7 @@ def validate_cfg(cfg: CfgNode, provenance: dict[str, str] | None = None, inferen
     c.scale3("DATASET.DATA_SCALE", allow_none=False)
     for key in ("DATASET.IMAGE_SCALE", "DATASET.LABEL_SCALE", "DATASET.VALID_MASK_SCALE", "INFERENCE.DATA_SCALE"):
         c.scale3(key)
-    out_scale = cfg.INFERENCE.OUTPUT_SCALE
-    if out_scale is not None and (not isinstance(out_scale, (list, tuple)) or list(out_scale) != [1.0, 1.0, 1.0]):
-        c.fail("INFERENCE.OUTPUT_SCALE", "[1.0, 1.0, 1.0] (output rescaling is not supported)", cfg.INFERENCE.OUTPUT_SCALE)
+    c.scale3("INFERENCE.OUTPUT_SCALE")
     for key, allowed in ENUMS.items():
         c.enum(key, allowed)
     # probabilities

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConnectomicsDataError
+from ..io.atomic import ensure_directory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +93,7 @@ def _train(cfg, args) -> int:
     rank = info.rank if info else 0
     out = Path(cfg.DATASET.OUTPUT_PATH)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_directory(out, "output directory (DATASET.OUTPUT_PATH)")
         save_cfg(cfg, out / "config.yaml")
     set_threads(cfg, info.world_size if info else 1)
     try:

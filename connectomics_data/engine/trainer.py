@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from ..io.atomic import atomic_output
+from ..errors import OutputError
+from ..io.atomic import atomic_output, ensure_directory
 from ..loader import DevicePrefetcher, build_dataloader
 from ..targets import parse_targets
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap_model
@@ -45,8 +46,11 @@ class JsonLinesLog:
     """Append-only JSON-lines log (flushed per line, so a crash loses at most one line)."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "a", buffering=1)
+        ensure_directory(path.parent, "log directory")
+        try:
+            self.file = open(path, "a", buffering=1)
+        except OSError as err:
+            raise OutputError(f"cannot open the log {path}: {err.strerror or err}") from err
 
     def write(self, **record: Any) -> None:
         self.file.write(json.dumps(record) + "\n")
@@ -243,18 +247,20 @@ class Trainer:
         engine.settings = dataclasses.replace(
             engine.settings, input_size=tuple(cfg.MODEL.INPUT_SIZE), output_size=tuple(cfg.MODEL.OUTPUT_SIZE),
             pad=tuple(cfg.DATASET.VAL_PAD_SIZE), aug_num=None, output_dtype="float32", unpad=True,
-            stride=tuple(max(1, s // 2) for s in cfg.MODEL.INPUT_SIZE),
+            stride=tuple(max(1, s // 2) for s in cfg.MODEL.INPUT_SIZE), output_scale=(1.0, 1.0, 1.0),
         )
         from ..inference.tta import TestTimeAugmentation
 
         engine.tta = TestTimeAugmentation(None, "mean", bool(cfg.DATASET.DO_2D))
+        engine.show_progress = self.show_progress
         normalizer_fn = build_normalizer_fn_from_cfg(cfg)
         metric = DiceIoU()
         first = None
         for image, label in zip(inputs.images, inputs.labels):
             if label is None:
                 continue
-            pred = engine.predict(image, normalizer_fn(image))
+            pred = engine.predict(image, normalizer_fn(image),
+                                  progress_desc=f"validation {Path(str(image.path)).name}")
             gt = label.read()
             metric.update(pred[0] > 0.5, gt > 0)
             if first is None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..geometry import Box
+from ..io.atomic import ensure_directory
 
 
 class Accumulator:
@@ -109,8 +110,8 @@ class ZarrAccumulator(Accumulator):
         self.channels = int(channels)
         self.chunks = tuple(max(1, min(int(c), n)) for c, n in zip(chunks, self.shape))
         self.cache_bytes = int(cache_bytes)
+        ensure_directory(directory, "directory of the temporary accumulator")
         try:
-            Path(directory).mkdir(parents=True, exist_ok=True)
             self.path = Path(tempfile.mkdtemp(prefix=".accumulator.", suffix=".tmp", dir=directory))
         except OSError as err:
             raise OutputError(f"cannot create the temporary accumulator in {directory}: {err}") from err

@@ -29,10 +29,11 @@ import numpy as np
 
 from ..errors import ConfigError, OutputError
 from ..geometry import Box, ChunkGrid, chunk_bounds, split_indices
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_output, ensure_directory
 from ..io.base import Volume
 from .engine import SlidingWindowInference, _run_attrs
 from .outputs import check_output_path, prediction_file
+from .resample import AxisResample, ScaleGeometry, is_identity, scaled_shape
 from .sinks import MARK_ATTR, MARK_VALUE, RegionSink, TeeSink
 
 
@@ -78,20 +79,24 @@ def aligned_chunks(
     grid: ChunkGrid,
     target: Sequence[int] = (16, 256, 256),
     minimum: Sequence[int] = (1, 32, 32),
+    scale: Sequence[float] | None = None,
 ) -> tuple[tuple[int, ...], bool]:
     """Zarr chunk shape whose boundaries include every chunk-grid boundary, when one exists.
 
     Per axis: the largest divisor of the gcd of the inner boundaries that is ``<= target``;
     when that is below ``minimum``, ``target`` is used and the result is flagged unaligned
     (neighbouring grid chunks then share zarr chunks: safe for one job, not for several).
+    With ``scale`` (OUTPUT_SCALE) the boundaries are those of the resampled output.
     Returns ``(chunks, aligned)``.
     """
     chunks, aligned = [], True
-    for axis, (length, num) in enumerate(zip(grid.shape, grid.chunk_num)):
+    axes = [AxisResample.from_scale(n, f) for n, f in zip(grid.shape, scale or (1.0, 1.0, 1.0))]
+    for axis, (_, num) in enumerate(zip(grid.shape, grid.chunk_num)):
         lo, hi = grid.coord_range[2 * axis], grid.coord_range[2 * axis + 1]
+        length = axes[axis].m
         cuts = set()
         for k in range(num):
-            cuts.update(chunk_bounds(k, num, hi - lo, lo, overlap=False))
+            cuts.update(axes[axis].output_cut(c) for c in chunk_bounds(k, num, hi - lo, lo, overlap=False))
         inner = [c for c in cuts if 0 < c < length]
         cap = max(1, min(int(target[axis]), length))
         if not inner:
@@ -227,7 +232,8 @@ def predict_chunked(
     if rank_world is not None:
         rank, world = rank_world
         ids = split_indices(ids, rank, world)
-    chunks, aligned = aligned_chunks(chunk_grid)
+    scale = inference.settings.output_scale
+    chunks, aligned = aligned_chunks(chunk_grid, scale=scale)
     if not aligned and rank_world is not None and rank_world[1] > 1:
         raise ConfigError(
             f"DATASET.DATA_CHUNK_NUM {list(chunk_grid.chunk_num)} cuts the volume "
@@ -240,25 +246,39 @@ def predict_chunked(
         "coord_range": list(chunk_grid.coord_range),
         "source": str(getattr(volume, "path", "")),
     }
-    shared = _SharedOutput(out, dataset_name, volume.spatial_shape, chunks, attrs)
+    out_shape = scaled_shape(volume.spatial_shape, scale)
+    shared = _SharedOutput(out, dataset_name, out_shape, chunks, attrs)
     halo = inference.settings.pad if halo is None else halo
     chunk_dir = Path(chunk_file_dir) if chunk_file_dir is not None else out.parent
     result = ChunkedResult([], [], out)
-    for cid in ids:
+    for k, cid in enumerate(ids):
         marker = progress / f"chunk_{cid:06d}.json"
         box = chunk_grid[cid]
         if marker.exists():
             result.skipped.append(cid)
             continue
-        view = VolumeView(volume, box)
+        view, geometry, out_box = VolumeView(volume, box), None, box
+        if not is_identity(scale):
+            # the chunk's share of the resampled output, predicted from the input it depends on
+            whole = ScaleGeometry.whole(volume.spatial_shape, scale)
+            axes = whole.axes
+            out_box = Box(tuple(ax.output_cut(a) for ax, a in zip(axes, box.start)),
+                          tuple(ax.output_cut(b) for ax, b in zip(axes, box.stop)))
+            if not out_box.is_empty:  # else: strong downsampling left this chunk no output voxel
+                need = whole.input_box(out_box)
+                geometry = ScaleGeometry(whole.scale, whole.full_shape, need.start, out_box)
+                view = VolumeView(volume, need)
         with contextlib.ExitStack() as stack:
-            sinks = [RegionSink(shared.get, box.start, chunks)]
-            if write_chunk_files:
+            sinks = [RegionSink(shared.get, out_box.start, chunks)]
+            if write_chunk_files and not out_box.is_empty:
                 target = chunk_dir / chunk_file_name(chunk_file_stem, box)
                 pf = stack.enter_context(prediction_file(target, "h5", overwrite, attrs=attrs))
                 sinks.append(pf.sink(dataset_name, chunks=chunks, compression=compression))
             try:
-                inference.predict(view, normalizer, sink=TeeSink(sinks), work_dir=out.parent, pad=halo, unpad=True)
+                if not out_box.is_empty:
+                    inference.predict(view, normalizer, sink=TeeSink(sinks), work_dir=out.parent, pad=halo,
+                                      unpad=True, scale_geometry=geometry,
+                                      progress_desc=f"chunk {k + 1}/{len(ids)} (id {cid})")
             except OutputError:
                 raise
             except OSError as err:  # e.g. the disk filled up while zarr wrote a chunk
@@ -266,7 +286,7 @@ def predict_chunked(
                     f"cannot write chunk {cid} ({box}) of {out}: {err.strerror or err}; the chunks "
                     "finished before are kept and a rerun resumes after them"
                 ) from err
-        progress.mkdir(parents=True, exist_ok=True)
+        ensure_directory(progress, "chunk progress directory")
         with atomic_output(marker) as tmp:
             tmp.write_text(json.dumps({"chunk": cid, "start": list(box.start), "stop": list(box.stop)}))
         result.done.append(cid)

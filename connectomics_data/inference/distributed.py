@@ -48,6 +48,7 @@ import numpy as np
 
 from ..errors import ConfigError, ConnectomicsDataError, OutputError
 from ..geometry import Box, ChunkGrid, split_indices
+from ..io.atomic import ensure_directory
 from ..io.base import Volume
 from .chunked import ChunkedResult, aligned_chunks, predict_chunked, progress_dir
 from .engine import RunStats, SlidingWindowInference, _run_attrs
@@ -282,6 +283,12 @@ def predict_volumes_distributed(
     if world == 1:
         return _predict_single_process(inference, volumes, final, fmt, normalizers, overwrite, names,
                                        compression, chunks)
+    if any(float(f) != 1.0 for f in inference.settings.output_scale):
+        raise ConfigError(
+            f"INFERENCE.OUTPUT_SCALE {list(inference.settings.output_scale)} is not supported by "
+            "--distributed inference of whole volumes; use INFERENCE.DO_SINGLY or DO_CHUNK_TITLE, "
+            "or one process"
+        )
     _collective(lambda: check_output_path(final, overwrite), rank, world, "output check")
 
     plans: list[WindowPlan] = []
@@ -343,8 +350,8 @@ def _predict_single_process(inference, volumes, final: Path, fmt, normalizers, o
 
 def _make_staging(final: Path) -> str:
     parent = final.parent if str(final.parent) else Path(".")
+    ensure_directory(parent, "output directory", output=final)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
         return tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".shards.tmp", dir=parent)
     except OSError as err:
         raise OutputError(f"cannot create the staging directory for {final} in {parent}: {err}") from err
@@ -478,7 +485,8 @@ def predict_chunked_distributed(
     ids = list(chunk_indices) if chunk_indices is not None else list(range(len(chunk_grid)))
     if job_split is not None:
         ids = split_indices(ids, *job_split)
-    if world == 1 and job_split is not None and job_split[1] > 1 and not aligned_chunks(chunk_grid)[1]:
+    if (world == 1 and job_split is not None and job_split[1] > 1
+            and not aligned_chunks(chunk_grid, scale=inference.settings.output_scale)[1]):
         # predict_chunked checks this for rank_world; with one rank only the job split is shared
         raise ConfigError(
             f"DATASET.DATA_CHUNK_NUM {list(chunk_grid.chunk_num)} cuts the volume {list(chunk_grid.shape)} at "

@@ -33,10 +33,12 @@ import torch
 from ..errors import ConfigError
 from ..geometry import Box
 from ..io.base import PAD_MODES
+from ..progress import Progress
 from .accumulate import Accumulator, MemoryAccumulator, ZarrAccumulator, accumulator_bytes
 from .blending import BLENDING_MODES, WeightSum, blending_weights
 from .plan import WindowPlan
 from .reader import WindowBatchReader
+from .resample import ScaleGeometry, StreamingResampler, check_output_scale, is_identity
 from .sinks import ArraySink, Sink, check_output_dtype, convert_scaled, output_scale
 from .tta import TestTimeAugmentation
 
@@ -64,6 +66,8 @@ class InferenceSettings:
         memory_budget_mb: in-memory accumulator limit; larger outputs accumulate in a
             temporary chunked zarr [INFERENCE.MEMORY_BUDGET_MB].
         prefetch: read the next batch in a background thread.
+        output_scale: resample the prediction by these factors (z, y, x), output shape
+            ``ceil(shape * scale)`` (see :mod:`.resample`) [INFERENCE.OUTPUT_SCALE].
     """
 
     input_size: tuple[int, ...]
@@ -80,9 +84,11 @@ class InferenceSettings:
     output_dtype: str = "uint8"
     memory_budget_mb: float = 2048.0
     prefetch: bool = True
+    output_scale: tuple[float, ...] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        set_(self, "output_scale", check_output_scale(self.output_scale))
         set_(self, "input_size", tuple(int(v) for v in self.input_size))
         set_(self, "stride", tuple(int(v) for v in self.stride))
         if self.output_size is not None:
@@ -194,6 +200,7 @@ class SlidingWindowInference:
         self.device = torch.device(device)
         self.tta = TestTimeAugmentation(settings.aug_num, settings.aug_mode, settings.do_2d)
         self.last_stats = RunStats()
+        self.show_progress = True  # windows done / total per volume (see connectomics_data.progress)
 
     # ------------------------------------------------------------------ public
     def plan(self, volume, pad=None, unpad: bool | None = None) -> WindowPlan:
@@ -215,6 +222,8 @@ class SlidingWindowInference:
         work_dir: str | Path | None = None,
         pad=None,
         unpad: bool | None = None,
+        scale_geometry: ScaleGeometry | None = None,
+        progress_desc: str | None = None,
     ) -> np.ndarray | None:
         """Predict one volume.
 
@@ -224,10 +233,14 @@ class SlidingWindowInference:
             sink: where the ``(C, z, y, x)`` prediction goes; ``None`` returns it as an array.
             work_dir: directory for the temporary zarr accumulator (default: system temp).
             pad, unpad: override the settings (chunked inference passes the halo).
+            scale_geometry: with ``output_scale``, where this region sits in the resampled
+                whole (chunked inference); default: the region is the whole.
+            progress_desc: label of the progress report (default: 'predict <file name>').
 
         Returns:
             The prediction ``(C, z, y, x)`` in ``output_dtype`` when ``sink`` is None, else None.
-            z, y, x is the volume's shape when ``unpad``, else the padded shape.
+            z, y, x is the volume's shape when ``unpad``, else the padded shape; times
+            ``output_scale`` (rounded up) when it is not 1.
         """
         own_sink = sink is None
         if own_sink:
@@ -237,7 +250,7 @@ class SlidingWindowInference:
         t_start = time.perf_counter()
         try:
             with torch.inference_mode():
-                self._run(volume, plan, normalizer, sink, work_dir, stats)
+                self._run(volume, plan, normalizer, sink, work_dir, stats, scale_geometry, progress_desc)
             t_close = time.perf_counter()
             sink.close()
             stats.write += time.perf_counter() - t_close
@@ -296,8 +309,12 @@ class SlidingWindowInference:
         cache = self.settings.memory_budget_bytes // 2
         return ZarrAccumulator(shape, channels, directory, chunks, cache_bytes=cache)
 
-    def _run(self, volume, plan: WindowPlan, normalizer, sink: Sink, work_dir, stats: RunStats) -> None:
+    def _run(self, volume, plan: WindowPlan, normalizer, sink: Sink, work_dir, stats: RunStats,
+             scale_geometry: ScaleGeometry | None = None, progress_desc: str | None = None) -> None:
         s = self.settings
+        resampler: StreamingResampler | None = None
+        if scale_geometry is None and not is_identity(s.output_scale):
+            scale_geometry = ScaleGeometry.whole(plan.region.shape, s.output_scale)
         region = plan.region
         region_shape = region.shape
         out_size = s.output_size
@@ -314,6 +331,9 @@ class SlidingWindowInference:
             prefetch=s.prefetch,
         )
         batches = iter(reader)
+        name = Path(str(getattr(volume, "path", "") or "volume")).name
+        bar = Progress(len(indices), progress_desc or f"predict {name}", "window", enabled=self.show_progress,
+                       leave=False)
         acc: Accumulator | None = None
         weight_sum: WeightSum | None = None
         weights = weights_dev = None
@@ -337,8 +357,12 @@ class SlidingWindowInference:
                     weights_dev = torch.from_numpy(weights).to(self.device)
                     weight_sum = WeightSum(region_shape, plan.output_starts(out_size), out_size, s.blending)
                     channels = int(y.shape[1])
-                    sink.open((channels, *region_shape), check_output_dtype(s.output_dtype))
+                    out_shape = region_shape if scale_geometry is None else scale_geometry.out_box.shape
+                    sink.open((channels, *out_shape), check_output_dtype(s.output_dtype))
                     acc = self._make_accumulator(region_shape, channels, sink, work_dir, stats)
+                    if scale_geometry is not None:
+                        resampler = StreamingResampler(scale_geometry, region_shape, sink, s.output_dtype,
+                                                       self.settings.memory_budget_bytes // 8)
                 elif tuple(y.shape[2:]) != out_size:
                     raise ValueError(f"model output size changed from {list(out_size)} to {list(y.shape[2:])}")
                 if self.device.type == "cpu":
@@ -354,19 +378,30 @@ class SlidingWindowInference:
                 stats.blend += t2 - t1
                 done += len(batch.indices)
                 stats.windows += len(batch.indices)
+                bar.update(len(batch.indices))
                 if done < len(indices):
                     next_z = plan.output_box(indices[done], out_size).start[0]
                 else:
                     next_z = region_shape[0]
-                ready = _aligned_down(min(max(next_z, 0), region_shape[0]), region_shape[0], sink.chunks[0], sink.phase[0])
-                if ready > finalised_z:
-                    self._finalise(acc, weight_sum, sink, finalised_z, ready, region_shape, stats)
-                    finalised_z = ready
+                if resampler is not None:
+                    t3 = time.perf_counter()
+                    resampler.advance(acc, weight_sum, min(max(next_z, 0), region_shape[0]))
+                    stats.write += time.perf_counter() - t3
+                else:
+                    ready = _aligned_down(min(max(next_z, 0), region_shape[0]), region_shape[0], sink.chunks[0], sink.phase[0])
+                    if ready > finalised_z:
+                        self._finalise(acc, weight_sum, sink, finalised_z, ready, region_shape, stats)
+                        finalised_z = ready
             if acc is None:
                 raise ValueError(f"{plan.path}: no window reaches the output region")
-            if finalised_z < region_shape[0]:
+            if resampler is not None:
+                t3 = time.perf_counter()
+                resampler.advance(acc, weight_sum, region_shape[0], final=True)
+                stats.write += time.perf_counter() - t3
+            elif finalised_z < region_shape[0]:
                 self._finalise(acc, weight_sum, sink, finalised_z, region_shape[0], region_shape, stats)
         finally:
+            bar.close()
             batches.close()  # stops and joins the reader thread, also after an error
             stats.read = reader.read_seconds
             if acc is not None:
@@ -412,6 +447,7 @@ def predict_volumes_to_file(
     names: Sequence[str] | None = None,
     compression: str | None = "gzip",
     chunks: Sequence[int] | None = None,
+    progress_desc: str | None = None,
 ) -> Path:
     """Predict several volumes into one file: datasets ``vol0``, ``vol1``, ... (PyTC layout).
 
@@ -430,7 +466,10 @@ def predict_volumes_to_file(
             normalizer = normalizers[i] if normalizers is not None else None
             attrs = {"source": str(getattr(volume, "path", ""))}
             sink = out.sink(names[i], chunks=chunks, attrs=attrs, compression=compression)
-            inference.predict(volume, normalizer, sink=sink, work_dir=out.work_dir)
+            desc = progress_desc or f"predict {Path(str(getattr(volume, 'path', '') or 'volume')).name}"
+            if len(volumes) > 1:
+                desc = f"{desc} (volume {i + 1}/{len(volumes)})"
+            inference.predict(volume, normalizer, sink=sink, work_dir=out.work_dir, progress_desc=desc)
     return Path(path)
 
 
@@ -444,4 +483,5 @@ def _run_attrs(s: InferenceSettings) -> dict:
         "aug_num": int(s.aug_num or 0),
         "aug_mode": s.aug_mode,
         "output_dtype": s.output_dtype,
+        **({} if is_identity(s.output_scale) else {"output_scale": list(s.output_scale)}),
     }

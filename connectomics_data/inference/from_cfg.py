@@ -15,8 +15,9 @@ Keys read (PyTC semantics; ours marked *):
 * modes: ``INFERENCE.DO_SINGLY`` (+ ``DO_SINGLY_START_INDEX`` / ``DO_SINGLY_STEP``);
   ``INFERENCE.DO_CHUNK_TITLE`` else ``DATASET.DO_CHUNK_TITLE`` with ``DATASET.DATA_CHUNK_NUM``,
   ``DATA_CHUNK_IND``, ``CHUNK_IND_SPLIT``, ``DATA_COORD_RANGE``;
-* ``INFERENCE.DO_EVAL``; ``INFERENCE.OUTPUT_SCALE`` and ``INFERENCE.DATA_SCALE`` must be unset
-  or all ones (resizing is not supported).
+* ``INFERENCE.DO_EVAL``; ``INFERENCE.OUTPUT_SCALE`` (the prediction is resampled, see
+  :mod:`.resample`; with ``DATASET.DO_2D`` only y and x, as PyTC); ``INFERENCE.DATA_SCALE``
+  must be unset or all ones (input resizing is not supported at inference).
 
 ``OUTPUT_ACT`` is applied through the ``activation`` callable the caller passes (the models
 package builds it from ``MODEL.TARGET_OPT`` and ``INFERENCE.OUTPUT_ACT``).
@@ -26,6 +27,7 @@ Every key is read with ``.get(key, default)``, so configs without our new keys w
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,7 @@ from .distributed import (
 )
 from .engine import InferenceSettings, RunStats, SlidingWindowInference, predict_volumes_to_file
 from .outputs import check_output_format, with_extension
+from .resample import check_output_scale
 from .singly import predict_singly
 
 
@@ -75,11 +78,14 @@ def inference_settings_from_cfg(cfg) -> InferenceSettings:
     pad = _get(cfg, "INFERENCE.PAD_SIZE")
     if pad is None:
         pad = _get(cfg, "DATASET.PAD_SIZE", [0, 0, 0])
-    if not _all_ones(_get(cfg, "INFERENCE.OUTPUT_SCALE")):
-        raise ConfigError(
-            f"INFERENCE.OUTPUT_SCALE {list(_get(cfg, 'INFERENCE.OUTPUT_SCALE'))} is not supported "
-            "(predictions are not resized); use [1.0, 1.0, 1.0]"
+    output_scale = check_output_scale(_get(cfg, "INFERENCE.OUTPUT_SCALE"))
+    if bool(_get(cfg, "DATASET.DO_2D", False)) and output_scale[0] != 1.0:
+        warnings.warn(
+            f"INFERENCE.OUTPUT_SCALE {list(output_scale)} with DATASET.DO_2D: the z factor "
+            f"{output_scale[0]} is not used (PyTC resamples 2D outputs in y and x only)",
+            stacklevel=2,
         )
+        output_scale = (1.0, *output_scale[1:])
     if not _all_ones(_get(cfg, "INFERENCE.DATA_SCALE")):
         raise ConfigError(
             f"INFERENCE.DATA_SCALE {list(_get(cfg, 'INFERENCE.DATA_SCALE'))} is not supported "
@@ -100,6 +106,7 @@ def inference_settings_from_cfg(cfg) -> InferenceSettings:
         do_2d=bool(_get(cfg, "DATASET.DO_2D", False)),
         output_dtype=str(_get(cfg, "INFERENCE.OUTPUT_DTYPE", "uint8")),
         memory_budget_mb=float(_get(cfg, "INFERENCE.MEMORY_BUDGET_MB", 2048)),
+        output_scale=output_scale,
     )
 
 
@@ -183,6 +190,7 @@ def run_inference_from_cfg(
             the same report.
     """
     inference = build_inference_from_cfg(cfg, model, activation, device)
+    inference.show_progress = rank == 0
     normalizer_fn = build_normalizer_fn_from_cfg(cfg)
     open_fn = open_fn or _default_open_fn(cfg)
     fmt = check_output_format(str(_get(cfg, "INFERENCE.OUTPUT_FORMAT", "h5")))

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import ConfigError, OutputError
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_output, ensure_directory
 from .sinks import MARK_ATTR, MARK_VALUE, Hdf5Sink, Sink, ZarrSink
 
 OUTPUT_FORMATS = ("h5", "zarr")
@@ -84,8 +84,8 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> None:
             "another INFERENCE.OUTPUT_PATH / OUTPUT_NAME)"
         )
     parent = p.parent if str(p.parent) else Path(".")
+    ensure_directory(parent, "output directory", output=p)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as err:

@@ -84,7 +84,7 @@ def predict_singly(
             )
         seen[names[i]] = i
     result = SinglyResult([], [])
-    for i in order:
+    for k, i in enumerate(order):
         target = out_dir / names[i]
         if target.exists() and not overwrite:
             if not is_our_output(target):
@@ -105,6 +105,7 @@ def predict_singly(
             [normalizer],
             overwrite=overwrite,
             compression=compression,
+            progress_desc=f"file {k + 1}/{len(order)} {Path(files[i]).name}",
         )
         result.written.append(target)
     return result

@@ -1,6 +1,6 @@
 """Volume sources behind one interface (shape, dtype, read(box)) and atomic writers."""
 
-from .atomic import atomic_output
+from .atomic import atomic_output, ensure_directory
 from .base import PAD_MODES, ArrayVolume, Volume, source_indices
 from .formats.hdf5 import Hdf5Volume
 from .formats.images import ImageStackVolume, ImageVolume
@@ -41,6 +41,7 @@ __all__ = [
     "Volume",
     "ZarrVolume",
     "atomic_output",
+    "ensure_directory",
     "open_volume",
     "resolve_names",
     "resolve_volume_specs",

@@ -55,6 +55,34 @@ def _write_failure(err: RuntimeError, path: Path) -> str | None:
     return f"cannot write {path}: the write failed, is the disk full? ({text.splitlines()[0][:120]})"
 
 
+def ensure_directory(path: str | os.PathLike, what: str = "output directory",
+                     output: str | os.PathLike | None = None) -> Path:
+    """Create the directory ``path`` and its parents if needed; return it as a ``Path``.
+
+    Every place that creates an output directory goes through here, so a path below an existing
+    *file* (``out.h5/preds``), a file where the directory should be, or a read-only parent gives
+    one :class:`OutputError` naming ``path`` (and the file in the way) instead of a traceback.
+
+    Args:
+        what: what the directory is for, used in the message ('output directory', 'log
+            directory', ...).
+        output: the file to be written there, named in the message when given.
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+    except OSError as err:
+        head = f"cannot create the {what} {p}" + (f" for {output}" if output is not None else "")
+        # Path.exists() is False below a file (ENOTDIR), so the first existing non-directory
+        # among path and its ancestors is the file in the way
+        blocker = next((a for a in (p, *p.parents) if a.exists() and not a.is_dir()), None)
+        if blocker is not None:
+            detail = "it exists as a file" if blocker == p else f"{blocker} is a file, not a directory"
+            raise OutputError(f"{head}: {detail}") from err
+        raise OutputError(f"{head}: {_describe_os_error(err, p).split(': ', 1)[-1]}") from err
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path; on success rename it to ``path``, on failure remove it.
@@ -70,8 +98,8 @@ def atomic_output(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Pat
     """
     final = Path(path)
     parent = final.parent if str(final.parent) else Path(".")
+    ensure_directory(parent, "directory", output=final)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
         if is_dir:
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent))
             os.chmod(tmp, 0o777 & ~_umask())

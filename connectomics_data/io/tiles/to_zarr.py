@@ -34,7 +34,8 @@ import numpy as np
 
 from ...errors import OutputError
 from ...geometry import Box
-from ..atomic import atomic_output
+from ...progress import Progress
+from ..atomic import atomic_output, ensure_directory
 from ..base import Volume
 
 PROGRESS_NAME = ".tiles_to_zarr.json"
@@ -112,7 +113,7 @@ def volume_to_zarr(
         slab_chunks: zarr chunks along z per slab (slab depth ``chunks[0] * slab_chunks``).
         processes: use worker processes (spawned; the volume is pickled) instead of threads.
         overwrite: discard an existing ``out`` (and its progress record) and start over.
-        progress: show a tqdm bar.
+        progress: report slabs done (a tqdm bar on a terminal, else a line every few seconds).
 
     Returns:
         A :class:`ConversionReport` listing the slabs written now and those skipped.
@@ -122,7 +123,6 @@ def volume_to_zarr(
             has no progress record (pass ``overwrite=True``).
     """
     import zarr
-    from tqdm import tqdm
 
     if len(volume.shape) != 3:
         raise ValueError(f"{volume.path}: expected a 3D (z, y, x) volume, got shape {list(volume.shape)}")
@@ -155,6 +155,7 @@ def volume_to_zarr(
             )
         done = {int(i) for i in saved.get("done", [])}
     else:
+        ensure_directory(out_path.parent, "directory", output=out_path)
         zarr.create_array(
             store=str(out_path),
             shape=volume.shape,
@@ -174,7 +175,7 @@ def volume_to_zarr(
         executor = ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"))
     else:
         executor = ThreadPoolExecutor(max(1, workers), thread_name_prefix="zarr-slab")
-    bar = tqdm(total=n_slabs, initial=len(done), desc=f"-> {out_path.name}", unit="slab", disable=not progress)
+    bar = Progress(n_slabs, f"-> {out_path.name}", unit="slab", initial=len(done), enabled=progress)
     # At most `workers` slabs in flight: after a failure nothing new starts, and a huge volume
     # does not queue thousands of futures (each holding a pickled volume with processes).
     queue = iter(todo)
