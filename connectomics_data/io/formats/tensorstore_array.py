@@ -1,0 +1,118 @@
+"""Volumes read through TensorStore (Neuroglancer precomputed, N5), opened lazily per process.
+
+TensorStore decodes chunks in its own thread pool and releases the GIL, but it cannot run in a
+process forked from one that has used it (it aborts the child). Hence:
+
+* metadata is parsed from the format's JSON by the reader modules, never through TensorStore,
+  so building datasets and volumes in the main process starts no TensorStore threads;
+* the store is opened on the first read in the reading process (pickling carries only the spec);
+* a process forked after its parent used TensorStore gets one clear :class:`VolumeError`
+  instead of an abort, and :func:`worker_start_method` tells the DataLoader builder to start
+  workers with 'forkserver' (clean processes) whenever a TensorStore volume exists.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ...errors import VolumeError
+from ..layout import AxisLayout
+from ..lazy import LazyArrayVolume
+
+DEFAULT_CACHE_BYTES = 64 * 2**20
+"""Decoded-chunk cache per open volume (TensorStore ``cache_pool``)."""
+
+_USED_IN_PID: int | None = None  # the process that first opened a TensorStore here (or a parent)
+_VOLUMES_MADE = False  # a TensorStore-backed volume was constructed in this process
+
+
+def worker_start_method(preload: tuple[str, ...] = ("torch", "connectomics_data.io")):
+    """A 'forkserver' multiprocessing context once a TensorStore volume exists here, else None.
+
+    DataLoader workers that read TensorStore volumes must not be forked from a process that
+    may already have used TensorStore (the main process reads volumes too: statistics,
+    validation, inference). The fork server is a fresh process; it imports ``preload`` once
+    (importing TensorStore starts no threads) so that each worker forks from it quickly.
+    """
+    if not _VOLUMES_MADE:
+        return None
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload))
+    return context
+
+
+class _TensorStoreArray:
+    """Index a (translated, transposed) TensorStore view with slices; returns numpy arrays."""
+
+    def __init__(self, view: Any):
+        self.view = view
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(self.view[index].read().result())
+
+
+class TensorStoreVolume(LazyArrayVolume):
+    """A TensorStore array presented as ``(z, y, x)`` or ``(c, z, y, x)``.
+
+    Args:
+        path: the volume's name in messages.
+        spec: the TensorStore spec (JSON) to open read-only.
+        axes: the stored order of the opened store, fastest axis first as both formats list
+            them, e.g. ``"xyzc"`` (precomputed) or ``"xyz"`` (N5). The view is reversed, so
+            TensorStore itself delivers C-order ``(c, z, y, x)`` blocks; a singleton ``c`` is
+            dropped.
+        stored_shape: the store's shape in that order.
+        dtype: the stored dtype.
+        voxel_size: ``(z, y, x)`` nm or None.
+        cache_bytes: decoded-chunk cache of the open store.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        spec: dict,
+        axes: str,
+        stored_shape: tuple[int, ...],
+        dtype: np.dtype,
+        voxel_size: tuple[float, float, float] | None,
+        *,
+        drop_channel: bool = False,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ):
+        global _VOLUMES_MADE
+        self.path = path
+        self.spec = spec
+        self.cache_bytes = int(cache_bytes)
+        self._channel_index: int | None = None
+        if "c" in axes and stored_shape[axes.index("c")] == 1:
+            self._channel_index = axes.index("c")
+            stored_shape = tuple(n for i, n in enumerate(stored_shape) if i != self._channel_index)
+            axes = axes.replace("c", "")
+        self.layout = AxisLayout(axes[::-1], tuple(int(n) for n in stored_shape[::-1]), drop_channel)
+        self._dtype = np.dtype(dtype)
+        self.voxel_size = voxel_size
+        _VOLUMES_MADE = True
+
+    def _open(self) -> tuple[Any, Any]:
+        global _USED_IN_PID
+        pid = os.getpid()
+        if _USED_IN_PID is not None and _USED_IN_PID != pid:
+            raise VolumeError(
+                f"{self.path}: TensorStore was used in the parent of this process before it was "
+                "forked, and cannot run in a forked child; read it in processes started with "
+                "'forkserver' or 'spawn' (DataLoader multiprocessing_context)"
+            )
+        import tensorstore as ts
+
+        _USED_IN_PID = pid
+        context = ts.Context({"cache_pool": {"total_bytes_limit": self.cache_bytes}})
+        store = ts.open(self.spec, read=True, open=True, context=context).result()
+        view = store.translate_to[0]  # precomputed volumes may start at a voxel offset
+        if self._channel_index is not None:
+            view = view[(slice(None),) * self._channel_index + (0,)]
+        return _TensorStoreArray(view.T), None
