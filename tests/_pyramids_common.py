@@ -98,6 +98,7 @@ def ome_zarr(
     scales: list[list[float]],
     axes: list[dict],
     version: str,
+    chunks: tuple[int, ...] | None = None,
 ) -> None:
     """An OME-Zarr image at ``d``: arrays '0', '1', ... by zarr-python, metadata per the spec.
 
@@ -108,7 +109,7 @@ def ome_zarr(
     group = zarr.open_group(str(d), mode="w", zarr_format=zarr_format)
     datasets = []
     for i, (arr, scale) in enumerate(zip(levels, scales)):
-        group.create_array(str(i), data=arr, chunks=(2,) * arr.ndim)
+        group.create_array(str(i), data=arr, chunks=chunks or (2,) * arr.ndim)
         datasets.append(
             {"path": str(i), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
         )

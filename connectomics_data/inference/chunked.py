@@ -31,6 +31,7 @@ from ..errors import ConfigError, OutputError
 from ..geometry import Box, ChunkGrid, chunk_bounds, split_indices
 from ..io.atomic import atomic_output
 from ..io.base import Volume
+from ..io.formats.ome_zarr import write_ome_zarr_metadata
 from .engine import SlidingWindowInference, _run_attrs
 from .outputs import check_output_path, prediction_file
 from .sinks import MARK_ATTR, MARK_VALUE, RegionSink, TeeSink
@@ -121,7 +122,8 @@ class ChunkedResult:
 class _SharedOutput:
     """The output zarr (group with one array), created on first use, safe against racing jobs."""
 
-    def __init__(self, path: Path, name: str, spatial_shape, chunks, attrs: dict):
+    def __init__(self, path: Path, name: str, spatial_shape, chunks, attrs: dict, voxel_size=None):
+        self.voxel_size = voxel_size
         self.path = path
         self.name = name
         self.spatial_shape = tuple(spatial_shape)
@@ -147,6 +149,7 @@ class _SharedOutput:
                     dtype=dtype,
                     fill_value=0,
                 )
+                write_ome_zarr_metadata(group, self.name, "czyx", self.voxel_size)
                 os.rename(tmp, self.path)  # fails if another job created it first
             except OSError:
                 if not self.path.exists():
@@ -240,7 +243,8 @@ def predict_chunked(
         "coord_range": list(chunk_grid.coord_range),
         "source": str(getattr(volume, "path", "")),
     }
-    shared = _SharedOutput(out, dataset_name, volume.spatial_shape, chunks, attrs)
+    shared = _SharedOutput(out, dataset_name, volume.spatial_shape, chunks, attrs,
+                           getattr(volume, "voxel_size", None))
     halo = inference.settings.pad if halo is None else halo
     chunk_dir = Path(chunk_file_dir) if chunk_file_dir is not None else out.parent
     result = ChunkedResult([], [], out)

@@ -429,7 +429,8 @@ def predict_volumes_to_file(
         for i, volume in enumerate(volumes):
             normalizer = normalizers[i] if normalizers is not None else None
             attrs = {"source": str(getattr(volume, "path", ""))}
-            sink = out.sink(names[i], chunks=chunks, attrs=attrs, compression=compression)
+            sink = out.sink(names[i], chunks=chunks, attrs=attrs, compression=compression,
+                            voxel_size=getattr(volume, "voxel_size", None))
             inference.predict(volume, normalizer, sink=sink, work_dir=out.work_dir)
     return Path(path)
 

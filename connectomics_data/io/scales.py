@@ -115,7 +115,14 @@ def choose_level(where: str, sizes: Sequence[VoxelSize | None], scale: object) -
 
 
 def check_single_level(where: str, voxel_size: VoxelSize | None, scale: object) -> None:
-    """For single-level formats: ``scale`` must be None, 0 or the volume's own voxel size."""
+    """For single-level formats: ``scale`` must be None, 0 or the volume's own voxel size.
+
+    A volume that carries no voxel size accepts any voxel size (nothing contradicts it), so a
+    config's voxel size can pick the level of a pyramid while a plain HDF5 label of the same
+    grid is read as it is.
+    """
+    if voxel_size is None and not isinstance(check_scale(scale, where), int):
+        return
     choose_level(where, [voxel_size], scale)
 
 

@@ -29,15 +29,35 @@ _USED_IN_PID: int | None = None  # the process that first opened a TensorStore h
 _VOLUMES_MADE = False  # a TensorStore-backed volume was constructed in this process
 
 
-def worker_start_method(preload: tuple[str, ...] = ("torch", "connectomics_data.io")):
-    """A 'forkserver' multiprocessing context once a TensorStore volume exists here, else None.
+def holds_tensorstore(obj: Any, depth: int = 3) -> bool:
+    """True when ``obj`` is, or holds within ``depth`` levels of attributes, lists, tuples and
+    dicts, a :class:`TensorStoreVolume` (e.g. a dataset's ``volumes`` / ``labels`` lists)."""
+    if isinstance(obj, TensorStoreVolume):
+        return True
+    if depth <= 0 or isinstance(obj, (str, bytes, np.ndarray)):
+        return False
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        items = list(vars(obj).values())
+    else:
+        return False
+    return any(holds_tensorstore(item, depth - 1) for item in items)
+
+
+def worker_start_method(obj: Any = None, preload: tuple[str, ...] = ("torch", "connectomics_data.io")):
+    """A 'forkserver' multiprocessing context when ``obj`` (a dataset) holds TensorStore volumes.
 
     DataLoader workers that read TensorStore volumes must not be forked from a process that
     may already have used TensorStore (the main process reads volumes too: statistics,
     validation, inference). The fork server is a fresh process; it imports ``preload`` once
     (importing TensorStore starts no threads) so that each worker forks from it quickly.
+    ``obj=None`` asks whether any TensorStore volume was made in this process. Returns None
+    when plain ``fork`` is safe.
     """
-    if not _VOLUMES_MADE:
+    if not (_VOLUMES_MADE if obj is None else holds_tensorstore(obj)):
         return None
     import multiprocessing
 
