@@ -90,6 +90,8 @@ class TensorStoreVolume(LazyArrayVolume):
         dtype: the stored dtype.
         voxel_size: ``(z, y, x)`` nm or None.
         cache_bytes: decoded-chunk cache of the open store.
+        reverse: the store lists axes fastest first (precomputed, N5); False for C-order stores
+            (zarr), whose ``axes`` are then given as stored, e.g. ``"zyx"``.
     """
 
     def __init__(
@@ -103,8 +105,10 @@ class TensorStoreVolume(LazyArrayVolume):
         *,
         drop_channel: bool = False,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        reverse: bool = True,
     ):
         global _VOLUMES_MADE
+        self.reverse = bool(reverse)
         self.path = path
         self.spec = spec
         self.cache_bytes = int(cache_bytes)
@@ -113,7 +117,9 @@ class TensorStoreVolume(LazyArrayVolume):
             self._channel_index = axes.index("c")
             stored_shape = tuple(n for i, n in enumerate(stored_shape) if i != self._channel_index)
             axes = axes.replace("c", "")
-        self.layout = AxisLayout(axes[::-1], tuple(int(n) for n in stored_shape[::-1]), drop_channel)
+        if self.reverse:
+            axes, stored_shape = axes[::-1], tuple(stored_shape)[::-1]
+        self.layout = AxisLayout(axes, tuple(int(n) for n in stored_shape), drop_channel)
         self._dtype = np.dtype(dtype)
         self.voxel_size = voxel_size
         _VOLUMES_MADE = True
@@ -135,4 +141,4 @@ class TensorStoreVolume(LazyArrayVolume):
         view = store.translate_to[0]  # precomputed volumes may start at a voxel offset
         if self._channel_index is not None:
             view = view[(slice(None),) * self._channel_index + (0,)]
-        return _TensorStoreArray(view.T), None
+        return _TensorStoreArray(view.T if self.reverse else view), None
