@@ -314,3 +314,38 @@ def test_2d_where_3d_is_needed(tmp_path):
     ome_zarr(tmp_path / "flat.ome.zarr", [arr], [[4, 4]], SPACE[1:], "0.5")
     with pytest.raises(VolumeError, match=r"flat.ome.zarr/0: is a 2D image"):
         open_volume(tmp_path / "flat.ome.zarr")
+
+
+# --------------------------------------------------------------------------- metadata writer
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_write_ome_zarr_metadata_round_trip(tmp_path, zarr_format):
+    from connectomics_data.io import write_ome_zarr_metadata
+
+    group = zarr.open_group(str(tmp_path / "p.zarr"), mode="w", zarr_format=zarr_format)
+    a = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    group.create_array("vol0", data=a, chunks=(1, 3, 4, 5))
+    group.create_array("vol1", data=a[:1], chunks=(1, 3, 4, 5))
+    write_ome_zarr_metadata(group, "vol0", "czyx", (30, 4, 4))
+    write_ome_zarr_metadata(group, "vol1", "czyx", None)
+    write_ome_zarr_metadata(str(tmp_path / "p.zarr"), "vol0", "czyx", (40, 8, 8))  # replaces vol0's
+    attrs = dict(zarr.open_group(str(tmp_path / "p.zarr"), mode="r").attrs)
+    multiscales = attrs["ome"]["multiscales"] if zarr_format == 3 else attrs["multiscales"]
+    assert [m["name"] for m in multiscales] == ["vol1", "vol0"]
+    assert multiscales[1]["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 40.0, 8.0, 8.0]
+    assert all("unit" not in ax for ax in multiscales[0]["axes"])  # no voxel size: no unit
+    assert (attrs["ome"]["version"] if zarr_format == 3 else multiscales[0]["version"]) == {3: "0.5", 2: "0.4"}[zarr_format]
+    vol = open_volume(tmp_path / "p.zarr")  # multiscales[0]: vol1, without voxel size
+    assert vol.shape == (1, 3, 4, 5) and vol.voxel_size == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="axes must be distinct letters"):
+        write_ome_zarr_metadata(group, "vol0", "tczyx", None)
+
+
+def test_tensorstore_volumes_pickle_without_handles(pyramids):
+    import pickle
+
+    vol = open_volume(pyramids["pc_seg_cseg_sharded"][0], scale=1)
+    vol.read(Box((0, 0, 0), (1, 2, 2)))
+    assert vol.is_open
+    copy = pickle.loads(pickle.dumps(vol))
+    assert not copy.is_open and copy.voxel_size == vol.voxel_size
+    np.testing.assert_array_equal(copy.read(), pyramids["pc_seg_cseg_sharded"][1][1][0])
