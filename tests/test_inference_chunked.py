@@ -86,6 +86,17 @@ def test_identity_chunked_reproduces_the_volume(tmp_path):
     np.testing.assert_allclose(out[0], NORM(a), atol=2e-6)
 
 
+def test_chunked_output_carries_ome_zarr_metadata(tmp_path):
+    from connectomics_data.io import open_volume
+
+    vol = ArrayVolume(_array((6, 20, 20)))
+    vol.voxel_size = (40.0, 8.0, 8.0)
+    predict_chunked(vol, ChunkGrid(vol.shape, (1, 2, 1)), _engine(lambda x: x), tmp_path / "p.zarr", normalizer=NORM)
+    (ms,) = zarr.open_group(str(tmp_path / "p.zarr"), mode="r").attrs["ome"]["multiscales"]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 40.0, 8.0, 8.0]
+    assert open_volume(tmp_path / "p.zarr").voxel_size == (40.0, 8.0, 8.0)
+
+
 class _Crash(Exception):
     pass
 

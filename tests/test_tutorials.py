@@ -241,3 +241,24 @@ def test_inference_2d_tutorial(workdir: Path):
             assert f["vol0"].shape == (1, 1, 256, 256) and f["vol0"].dtype == np.uint8
             assert f["vol0"].attrs["source"].endswith(f"test_im/{i:04d}.png")
     assert np.asarray(Image.open(out / "test" / "all_predictions.png")).shape == (256, 8 * 256)
+
+
+@pytest.mark.slow
+def test_formats_tutorial(workdir: Path):
+    from connectomics_data.io import open_volume
+
+    outs = run_tutorial("formats.md", workdir, f"{OVERRIDES} {SMALL_MODEL['3d']}")
+    opened = outs[1].splitlines()
+    assert "PrecomputedVolume" in opened[0] and "(16, 512, 512) uint8 (50.0, 4.6, 4.6)" in opened[0]
+    assert "(16, 256, 256) uint8 (50.0, 9.2, 9.2)" in opened[1]
+    assert "(16, 256, 256) uint32 (50.0, 9.2, 9.2)" in opened[2]
+    assert "ZarrVolume" in opened[3] and "(4, 256, 256) uint8 (50.0, 9.2, 9.2)" in opened[3]
+    assert "N5Volume" in opened[4] and "(8, 128, 128) uint8 (50.0, 9.2, 9.2)" in opened[4]
+    assert opened[5].startswith("error: ") and "level 1: (50, 9.2, 9.2) nm" in opened[5]
+    training_output(outs)
+    out = workdir / "outputs" / "mito_formats"
+    check_training_outputs(out, (256, 256))
+    assert json.loads(outs[3].strip().splitlines()[-1]) == [
+        {"path": "vol0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 50.0, 9.2, 9.2]}]}]
+    pred = open_volume(str(out / "test" / "result.zarr"))
+    assert pred.shape == (2, 8, 128, 128) and pred.voxel_size == (50.0, 9.2, 9.2)

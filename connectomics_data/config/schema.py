@@ -146,6 +146,7 @@ KEYS: list[KeySpec] = [
     k("DATASET.IMAGE_SCALE", None, "Zoom for images; None = DATA_SCALE."),
     k("DATASET.LABEL_SCALE", None, "Zoom for labels; None = DATA_SCALE."),
     k("DATASET.VALID_MASK_SCALE", None, "Zoom for valid masks; None = DATA_SCALE."),
+    ours("DATASET.VOXEL_SIZE", None, "Level of multiscale inputs (OME-Zarr, Neuroglancer precomputed, N5 s0/s1/...) for image, label and valid mask, in training and inference: a voxel size [z, y, x] in nm (e.g. [40, 8, 8]) or a level index (0 = finest). None = finest. A single-level file must have that voxel size or carry none; image and label at different voxel sizes are an error."),
     pytc_only("DATASET.SCALE_FACTOR", [2, 3, 3], "Unused in PyTC."),
     k("DATASET.IMAGE_NAME", None, "Image volume(s): a list, 'a.h5@b.h5', a glob ('*.png'), a .txt list, or a tile JSON."),
     k("DATASET.LABEL_NAME", None, "Label volume(s), same syntax and order as IMAGE_NAME."),

@@ -227,6 +227,11 @@ def validate_cfg(cfg: CfgNode, provenance: dict[str, str] | None = None, inferen
         c.pad(key)
     c.pad("INFERENCE.PAD_SIZE", allow_none=True)
     c.scale3("DATASET.DATA_SCALE", allow_none=False)
+    voxel = cfg.DATASET.VOXEL_SIZE
+    is_level = isinstance(voxel, int) and not isinstance(voxel, bool) and voxel >= 0
+    is_size = isinstance(voxel, (list, tuple)) and len(voxel) == 3 and all(_is_number(x) and x > 0 for x in voxel)
+    if voxel is not None and not (is_level or is_size):
+        c.fail("DATASET.VOXEL_SIZE", "a voxel size [z, y, x] of 3 positive numbers (nm) or a level index >= 0", voxel)
     for key in ("DATASET.IMAGE_SCALE", "DATASET.LABEL_SCALE", "DATASET.VALID_MASK_SCALE", "INFERENCE.DATA_SCALE"):
         c.scale3(key)
     c.scale3("INFERENCE.OUTPUT_SCALE")

@@ -15,6 +15,7 @@ from ..config.loader import REPO_ROOT
 from ..errors import ConfigError, VolumeError, VolumeNotFoundError
 from ..io import open_volume, resolve_volume_specs
 from ..io.base import ArrayVolume, Volume
+from ..io.scales import format_voxel_size, same_voxel_size
 from ..io.shared import SharedArrayVolume
 from ..normalize import normalizer_for
 from ..sampling import RejectionPolicy
@@ -80,6 +81,29 @@ class _Inputs:
         self.names: list[str] = []
 
 
+def voxel_scale(cfg: CfgNode) -> int | tuple[float, ...] | None:
+    """DATASET.VOXEL_SIZE as ``open_volume``'s ``scale``: a level index, a voxel size or None."""
+    value = cfg.DATASET.get("VOXEL_SIZE")
+    return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def check_voxel_sizes(inputs: _Inputs) -> None:
+    """Image, label, valid mask (and extra images) of one volume share their voxel size."""
+    others = [("label", inputs.labels), ("valid mask", inputs.masks)]
+    others += [(f"extra image {k!r}", v) for k, v in inputs.extra.items()]
+    for i, image in enumerate(inputs.images):
+        for what, volumes in others:
+            other = volumes[i] if i < len(volumes) else None
+            if image.voxel_size is None or other is None or other.voxel_size is None:
+                continue
+            if not same_voxel_size(image.voxel_size, other.voxel_size):
+                raise ConfigError(
+                    f"the image {image.path} has voxel size {format_voxel_size(image.voxel_size)} "
+                    f"but its {what} {other.path} has {format_voxel_size(other.voxel_size)}; choose "
+                    "one level for both (DATASET.VOXEL_SIZE) or give files of the same voxel size"
+                )
+
+
 def _open(path: str, cfg: CfgNode, what: str, is_label: bool = False) -> Volume:
     kwargs: dict[str, Any] = {}
     if path.endswith(".json"):
@@ -89,7 +113,8 @@ def _open(path: str, cfg: CfgNode, what: str, is_label: bool = False) -> Volume:
             kwargs["label_vast"] = bool(cfg.DATASET.LABEL_VAST)
     try:
         return open_volume(path, allow_2d=bool(cfg.DATASET.LOAD_2D),
-                           drop_channel=bool(cfg.DATASET.DROP_CHANNEL) and not is_label, **kwargs)
+                           drop_channel=bool(cfg.DATASET.DROP_CHANNEL) and not is_label,
+                           scale=voxel_scale(cfg), **kwargs)
     except (VolumeError, VolumeNotFoundError) as err:
         raise type(err)(f"{what}: {err}") from err
 
@@ -173,6 +198,7 @@ def _from_names(cfg: CfgNode, mode: str) -> _Inputs:
 def load_inputs(cfg: CfgNode, mode: str) -> _Inputs:
     """Open (and, with DATASET.PRELOAD, load into shared memory) the volumes of ``mode``."""
     inputs = _from_dataset_json(cfg, mode) if cfg.DATASET.DATASET_JSON else _from_names(cfg, mode)
+    check_voxel_sizes(inputs)
     d = cfg.DATASET
     scales = (d.IMAGE_SCALE or d.DATA_SCALE, d.LABEL_SCALE or d.DATA_SCALE, d.VALID_MASK_SCALE or d.DATA_SCALE)
     inputs.images = [_zoom(v, scales[0], 1) for v in inputs.images]

@@ -31,9 +31,10 @@ from ..errors import ConfigError, OutputError
 from ..geometry import Box, ChunkGrid, chunk_bounds, split_indices
 from ..io.atomic import atomic_output, ensure_directory
 from ..io.base import Volume
+from ..io.formats.ome_zarr import write_ome_zarr_metadata
 from .engine import SlidingWindowInference, _run_attrs
 from .outputs import check_output_path, prediction_file
-from .resample import AxisResample, ScaleGeometry, is_identity, scaled_shape
+from .resample import AxisResample, ScaleGeometry, is_identity, output_voxel_size, scaled_shape
 from .sinks import MARK_ATTR, MARK_VALUE, RegionSink, TeeSink
 
 
@@ -126,7 +127,8 @@ class ChunkedResult:
 class _SharedOutput:
     """The output zarr (group with one array), created on first use, safe against racing jobs."""
 
-    def __init__(self, path: Path, name: str, spatial_shape, chunks, attrs: dict):
+    def __init__(self, path: Path, name: str, spatial_shape, chunks, attrs: dict, voxel_size=None):
+        self.voxel_size = voxel_size
         self.path = path
         self.name = name
         self.spatial_shape = tuple(spatial_shape)
@@ -152,6 +154,7 @@ class _SharedOutput:
                     dtype=dtype,
                     fill_value=0,
                 )
+                write_ome_zarr_metadata(group, self.name, "czyx", self.voxel_size)
                 os.rename(tmp, self.path)  # fails if another job created it first
             except OSError:
                 if not self.path.exists():
@@ -247,7 +250,9 @@ def predict_chunked(
         "source": str(getattr(volume, "path", "")),
     }
     out_shape = scaled_shape(volume.spatial_shape, scale)
-    shared = _SharedOutput(out, dataset_name, out_shape, chunks, attrs)
+    shared = _SharedOutput(out, dataset_name, out_shape, chunks, attrs,
+                           output_voxel_size(getattr(volume, "voxel_size", None),
+                                             volume.spatial_shape, scale))
     halo = inference.settings.pad if halo is None else halo
     chunk_dir = Path(chunk_file_dir) if chunk_file_dir is not None else out.parent
     result = ChunkedResult([], [], out)

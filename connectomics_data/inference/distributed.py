@@ -341,7 +341,8 @@ def _predict_single_process(inference, volumes, final: Path, fmt, normalizers, o
         for i, volume in enumerate(volumes):
             normalizer = normalizers[i] if normalizers is not None else None
             attrs = {"source": str(getattr(volume, "path", ""))}
-            sink = out.sink(names[i], chunks=chunks, attrs=attrs, compression=compression)
+            sink = out.sink(names[i], chunks=chunks, attrs=attrs, compression=compression,
+                            voxel_size=getattr(volume, "voxel_size", None))
             inference.predict(volume, normalizer, sink=sink, work_dir=out.work_dir)
             stats.append(inference.last_stats)
             slabs.append([(0, inference.plan(volume).region_shape[0])])
@@ -369,7 +370,8 @@ def _merge_slabs(inference, volumes, final: Path, fmt: str, overwrite: bool, nam
             first = arrays[parts[0][0]]
             channels, dtype = int(first.shape[0]), np.dtype(first.dtype)
             attrs = {"source": str(getattr(volume, "path", ""))}
-            sink = out.sink(names[i], chunks=chunks, attrs=attrs, compression=compression)
+            sink = out.sink(names[i], chunks=chunks, attrs=attrs, compression=compression,
+                            voxel_size=getattr(volume, "voxel_size", None))
             sink.open((channels, *region_shapes[i]), dtype)
             try:
                 voxel_bytes = channels * dtype.itemsize

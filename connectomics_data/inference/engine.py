@@ -38,7 +38,13 @@ from .accumulate import Accumulator, MemoryAccumulator, ZarrAccumulator, accumul
 from .blending import BLENDING_MODES, WeightSum, blending_weights
 from .plan import WindowPlan
 from .reader import WindowBatchReader
-from .resample import ScaleGeometry, StreamingResampler, check_output_scale, is_identity
+from .resample import (
+    ScaleGeometry,
+    StreamingResampler,
+    check_output_scale,
+    is_identity,
+    output_voxel_size,
+)
 from .sinks import ArraySink, Sink, check_output_dtype, convert_scaled, output_scale
 from .tta import TestTimeAugmentation
 
@@ -465,7 +471,10 @@ def predict_volumes_to_file(
         for i, volume in enumerate(volumes):
             normalizer = normalizers[i] if normalizers is not None else None
             attrs = {"source": str(getattr(volume, "path", ""))}
-            sink = out.sink(names[i], chunks=chunks, attrs=attrs, compression=compression)
+            sink = out.sink(names[i], chunks=chunks, attrs=attrs, compression=compression,
+                            voxel_size=output_voxel_size(getattr(volume, "voxel_size", None),
+                                                         volume.spatial_shape,
+                                                         inference.settings.output_scale))
             desc = progress_desc or f"predict {Path(str(getattr(volume, 'path', '') or 'volume')).name}"
             if len(volumes) > 1:
                 desc = f"{desc} (volume {i + 1}/{len(volumes)})"

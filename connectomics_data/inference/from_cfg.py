@@ -143,10 +143,12 @@ def output_dir_from_cfg(cfg) -> Path:
 def _default_open_fn(cfg) -> Callable:
     from ..io import open_volume
 
+    voxel = _get(cfg, "DATASET.VOXEL_SIZE", None)
     return functools.partial(
         open_volume,
         allow_2d=bool(_get(cfg, "DATASET.LOAD_2D", False)),
         drop_channel=bool(_get(cfg, "DATASET.DROP_CHANNEL", False)),
+        scale=tuple(float(v) for v in voxel) if isinstance(voxel, (list, tuple)) else voxel,
     )
 
 

@@ -108,11 +108,13 @@ class PredictionFile:
         attrs: dict | None = None,
         compression: str | None = "gzip",
         compression_opts: int | None = 1,
+        voxel_size: Sequence[float] | None = None,
     ) -> Sink:
-        """A sink for dataset ``name`` (HDF5: ``compression`` applies; zarr: zarr's default)."""
+        """A sink for dataset ``name`` (HDF5: ``compression`` applies; zarr: zarr's default,
+        and OME-Zarr metadata with ``voxel_size`` ``(z, y, x)`` nm, the input's)."""
         if self.format == "h5":
             return Hdf5Sink(self.handle, name, compression, compression_opts, chunks, attrs)
-        return ZarrSink(self.handle, name, chunks, attrs)
+        return ZarrSink(self.handle, name, chunks, attrs, voxel_size=voxel_size)
 
 
 @contextlib.contextmanager

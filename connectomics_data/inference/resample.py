@@ -65,6 +65,20 @@ def scaled_shape(shape: Sequence[int], scale: Sequence[float]) -> tuple[int, ...
     return tuple(max(1, int(np.ceil(int(n) * float(s)))) for n, s in zip(shape, scale))
 
 
+def output_voxel_size(
+    voxel_size: Sequence[float] | None, shape: Sequence[int], scale: Sequence[float]
+) -> tuple[float, ...] | None:
+    """Voxel size (z, y, x) in nm of a prediction resampled from ``shape`` by ``scale``.
+
+    ``n`` input voxels become ``m = ceil(n * scale)`` output voxels spanning the same extent, so
+    the output voxel is ``voxel * n / m``. None when the input carries no voxel size.
+    """
+    if voxel_size is None:
+        return None
+    out = scaled_shape(shape, scale)
+    return tuple(float(v) * int(n) / int(m) for v, n, m in zip(voxel_size, shape, out))
+
+
 @dataclass(frozen=True)
 class AxisResample:
     """Resampling along one axis: ``n`` input voxels to ``m`` output voxels."""

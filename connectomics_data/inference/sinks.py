@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..geometry import Box
+from ..io.formats.ome_zarr import write_ome_zarr_metadata
 
 OUTPUT_DTYPES = ("uint8", "float16", "float32")
 MARK_ATTR = "connectomics_data"  # set on every output we write; foreign files are not overwritten
@@ -227,13 +228,20 @@ class Hdf5Sink(Sink):
 
 
 class ZarrSink(Sink):
-    """An array ``name`` in an open zarr group (zarr's default compressor), chunks ``(1, *chunks)``."""
+    """An array ``name`` in an open zarr group (zarr's default compressor), chunks ``(1, *chunks)``.
 
-    def __init__(self, group, name: str, chunks: Sequence[int] | None = None, attrs: dict | None = None):
+    The group gets OME-Zarr metadata for the array (axes ``c, z, y, x``, scale ``voxel_size``
+    ``(z, y, x)`` nm; see :func:`~connectomics_data.io.write_ome_zarr_metadata`), so
+    Neuroglancer and napari overlay the prediction on the image at the right scale.
+    """
+
+    def __init__(self, group, name: str, chunks: Sequence[int] | None = None, attrs: dict | None = None,
+                 voxel_size: Sequence[float] | None = None):
         self.group = group
         self.name = name
         self._chunks = None if chunks is None else tuple(int(c) for c in chunks)
         self.attrs = dict(attrs or {})
+        self.voxel_size = None if voxel_size is None else tuple(float(v) for v in voxel_size)
         self.array = None
 
     def open(self, shape, dtype) -> None:
@@ -244,6 +252,7 @@ class ZarrSink(Sink):
         )
         if self.attrs:
             self.array.attrs.update(self.attrs)
+        write_ome_zarr_metadata(self.group, self.name, "czyx", self.voxel_size)
 
     def write(self, box: Box, data: np.ndarray) -> None:
         self.array[(slice(None), *box.slices())] = data

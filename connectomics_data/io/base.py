@@ -51,10 +51,13 @@ class Volume(ABC):
     Attributes:
         path: the file (or description) the data comes from, used in error messages.
         spatial_ndim: number of spatial axes (3 for z, y, x); a leading channel axis is allowed.
+        voxel_size: ``(z, y, x)`` in nanometres as three floats, or ``None`` when the format
+            carries none.
     """
 
     path: str = "<memory>"
     spatial_ndim: int = 3
+    voxel_size: tuple[float, float, float] | None = None
 
     @property
     @abstractmethod

@@ -7,7 +7,8 @@ A name value is one of:
 * a ``.txt`` file with one name per line (blank lines ignored);
 * a glob pattern (``'image/*.png'``, recursive ``'**'`` allowed), expanded in sorted order.
 
-Names are joined with ``INPUT_PATH`` unless ``IS_ABSOLUTE_PATH``. ``INPUT_PATH`` may itself be
+Names are joined with ``INPUT_PATH`` unless ``IS_ABSOLUTE_PATH`` or they are URLs
+(``precomputed://file:///data/em``). ``INPUT_PATH`` may itself be
 '@'-joined: either one directory for all names or one per name (counted after ``.txt``
 expansion, before glob expansion, as PyTC does). The ``.txt`` file is looked up as given, then
 inside the (single) input directory.
@@ -30,6 +31,11 @@ NameSpec = str | Sequence[str]
 def is_glob(name: str) -> bool:
     """True when ``name`` is a glob pattern (contains ``*`` or ``?``)."""
     return "*" in name or "?" in name
+
+
+def is_url(name: str) -> bool:
+    """True for a URL such as ``precomputed://file:///data/em`` (never joined with INPUT_PATH)."""
+    return "://" in name
 
 
 def _check_part(part: object, value: object, what: str) -> str:
@@ -128,9 +134,9 @@ def resolve_names(
     if is_absolute:
         joined = parts
     elif len(dirs) == 1:
-        joined = [os.path.join(dirs[0], p) for p in parts]
+        joined = [p if is_url(p) else os.path.join(dirs[0], p) for p in parts]
     elif len(dirs) == len(parts):
-        joined = [os.path.join(d, p) for d, p in zip(dirs, parts)]
+        joined = [p if is_url(p) else os.path.join(d, p) for d, p in zip(dirs, parts)]
     else:
         raise ConfigError(
             f"{what}: INPUT_PATH gives {len(dirs)} directories {dirs} but there are {len(parts)} "

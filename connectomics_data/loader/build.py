@@ -9,6 +9,7 @@ import torch
 import torch.utils.data
 from yacs.config import CfgNode
 
+from ..io.formats.tensorstore_array import worker_start_method
 from .batch import collate_samples
 from .sampler import SampleIndexSampler
 
@@ -54,6 +55,9 @@ def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, ran
         sampler = torch.utils.data.SequentialSampler(dataset)
     kwargs: dict[str, Any] = {}
     if workers > 0:
+        context = worker_start_method(dataset)  # TensorStore volumes: workers from a fork server
+        if context is not None:
+            kwargs["multiprocessing_context"] = context
         kwargs["persistent_workers"] = (bool(cfg.SYSTEM.PERSISTENT_WORKERS) or tiled) and mode == "train"
         kwargs["prefetch_factor"] = int(cfg.SYSTEM.PREFETCH_FACTOR)
     return torch.utils.data.DataLoader(

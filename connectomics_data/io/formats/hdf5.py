@@ -10,6 +10,7 @@ import h5py
 from ...errors import ConnectomicsDataError, VolumeError, VolumeNotFoundError
 from ..layout import layout_for_ndim, native_dtype
 from ..lazy import READ_ERRORS, LazyArrayVolume, check_exists, wrap_error
+from ..scales import voxel_size_attribute
 
 HDF5_EXTENSIONS = (".h5", ".hdf5", ".hdf")
 
@@ -63,6 +64,8 @@ class Hdf5Volume(LazyArrayVolume):
         dataset: dataset path inside the file; ``None`` means the only dataset.
         allow_2d: accept a 2D ``(y, x)`` dataset as a ``(1, y, x)`` volume.
         drop_channel: average the channel axis of a 4D dataset to gray ``(z, y, x)``.
+            The voxel size is the dataset's ``resolution`` attribute, ``(z, y, x)`` nm (CREMI,
+            gunpowder), when present.
         cache_bytes: h5py chunk cache size per open file.
     """
 
@@ -82,6 +85,7 @@ class Hdf5Volume(LazyArrayVolume):
                 self.dataset = choose_dataset(self.path, list_datasets(f), dataset)
                 ds = f[self.dataset]
                 shape, dtype = tuple(ds.shape), ds.dtype
+                resolution = ds.attrs.get("resolution")
             except ConnectomicsDataError:
                 raise
             except READ_ERRORS as err:
@@ -89,6 +93,8 @@ class Hdf5Volume(LazyArrayVolume):
         where = f"{self.path}/{self.dataset}"
         self.layout = layout_for_ndim(shape, where, allow_2d, drop_channel)
         self._dtype = native_dtype(dtype, where)
+        if resolution is not None:
+            self.voxel_size = voxel_size_attribute(resolution)
 
     def _open(self) -> tuple[Any, Any]:
         f = _open_file(self.path, self.cache_bytes)

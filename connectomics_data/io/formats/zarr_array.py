@@ -8,8 +8,9 @@ from typing import Any
 import zarr
 
 from ...errors import ConnectomicsDataError, VolumeError, VolumeNotFoundError
-from ..layout import layout_for_ndim, native_dtype
+from ..layout import AxisLayout, layout_for_ndim, native_dtype, raise_2d
 from ..lazy import READ_ERRORS, LazyArrayVolume, check_exists, wrap_error
+from ..scales import voxel_size_attribute
 
 ZARR_EXTENSIONS = (".zarr",)
 ZARR_METADATA_FILES = ("zarr.json", ".zarray", ".zgroup")
@@ -75,6 +76,10 @@ class ZarrVolume(LazyArrayVolume):
         dataset: array path inside a group; ``None`` means the only array (or ``path`` itself).
         allow_2d: accept a 2D ``(y, x)`` array as a ``(1, y, x)`` volume.
         drop_channel: average the channel axis of a 4D array to gray ``(z, y, x)``.
+        axes: the stored axis order as letters from ``czyx`` (e.g. ``"zcyx"``, from OME-Zarr
+            metadata); ``None`` means channel-first ``(y, x)``, ``(z, y, x)``, ``(c, z, y, x)``.
+        voxel_size: ``(z, y, x)`` nm; ``None`` reads the array's ``resolution`` attribute
+            (``(z, y, x)``, the gunpowder / funlib convention) when present.
     """
 
     def __init__(
@@ -84,16 +89,27 @@ class ZarrVolume(LazyArrayVolume):
         *,
         allow_2d: bool = False,
         drop_channel: bool = False,
+        axes: str | None = None,
+        voxel_size: tuple[float, float, float] | None = None,
     ):
         self.path = check_exists(path)
         try:
             arr, self.array_path = _resolve_array(self.path, dataset)
             shape, dtype = tuple(arr.shape), arr.dtype
+            resolution = arr.attrs.get("resolution") if voxel_size is None else None
         except ConnectomicsDataError:
             raise
         except READ_ERRORS as err:
             raise wrap_error(self.path, "cannot read the zarr metadata", err) from err
-        self.layout = layout_for_ndim(shape, self.array_path, allow_2d, drop_channel)
+        if axes is None:
+            self.layout = layout_for_ndim(shape, self.array_path, allow_2d, drop_channel)
+        else:
+            if "z" not in axes and not allow_2d:
+                raise_2d(self.array_path, shape)
+            self.layout = AxisLayout(axes, shape, drop_channel)
+        if voxel_size is None and resolution is not None:
+            voxel_size = voxel_size_attribute(resolution)
+        self.voxel_size = voxel_size
         self._dtype = native_dtype(dtype, self.array_path)
 
     def _open(self) -> tuple[Any, Any]:
