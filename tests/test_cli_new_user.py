@@ -1,0 +1,76 @@
+"""What a new user tripped over (issue 18), each seen through ``scripts/train.py``: DO_SINGLY
+over a glob, reruns into one output folder, keys that cannot act here, inference inputs that
+are missing, the validation picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+from _trainer_common import tiny_project
+
+from connectomics_data.config import load_cfg
+from connectomics_data.engine import save_checkpoint
+from connectomics_data.engine.cli import main
+from connectomics_data.io import open_volume, write_png_slices
+from connectomics_data.models import build_model
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tiny_project(tmp_path)
+
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err), err
+    return errors[0]
+
+
+@pytest.fixture
+def checkpoint(project: Path) -> str:
+    cfg = load_cfg(str(project))
+    save_checkpoint("net.pth.tar", build_model(cfg), None, None, 1, cfg)
+    return "net.pth.tar"
+
+
+# ---------------------------------------------------------------- 1. DO_SINGLY over a glob
+@pytest.mark.parametrize("load_2d", [False, True])
+def test_do_singly_over_a_glob_writes_one_output_per_file(project: Path, checkpoint: str, capsys,
+                                                          load_2d: bool):
+    """Without DATASET.LOAD_2D the glob used to be one volume written to '*_pred.h5'."""
+    write_png_slices("data/val_png", open_volume("data/val_im.h5").read())
+    rc = main(["--config-file", str(project), "--inference", "--checkpoint", checkpoint,
+               "INFERENCE.DO_SINGLY", "True", "INFERENCE.IMAGE_NAME", "val_png/*.png",
+               "INFERENCE.OUTPUT_NAME", "{stem}_pred.h5", "DATASET.LOAD_2D", str(load_2d),
+               "INFERENCE.INPUT_SIZE", "[1, 16, 16]", "INFERENCE.OUTPUT_SIZE", "[1, 16, 16]",
+               "INFERENCE.STRIDE", "[1, 8, 8]"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    names = sorted(p.name for p in Path("out/test").iterdir())
+    assert names == [f"{i:04d}_pred.h5" for i in range(4)]
+    assert [line.rsplit("/", 1)[1] for line in out.splitlines() if line.startswith("wrote ")] == names
+    with h5py.File("out/test/0002_pred.h5", "r") as f:
+        assert f["vol0"].shape == (1, 1, 40, 40)
+        assert f["vol0"].attrs["source"].endswith("val_png/0002.png")
+
+
+@pytest.mark.parametrize("name", ["*_pred.h5", "pred?.h5", "pred[0].h5"])
+def test_no_output_name_holds_a_glob_character(project: Path, checkpoint: str, capsys, name: str):
+    rc = main(["--config-file", str(project), "--inference", "--checkpoint", checkpoint,
+               "INFERENCE.OUTPUT_NAME", name])
+    assert rc == 2
+    err = one_error(capsys)
+    assert "INFERENCE.OUTPUT_NAME" in err and "glob character" in err, err
+    assert not Path("out/test").exists() or not any(Path("out/test").iterdir())
