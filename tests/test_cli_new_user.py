@@ -74,3 +74,39 @@ def test_no_output_name_holds_a_glob_character(project: Path, checkpoint: str, c
     err = one_error(capsys)
     assert "INFERENCE.OUTPUT_NAME" in err and "glob character" in err, err
     assert not Path("out/test").exists() or not any(Path("out/test").iterdir())
+
+
+# ---------------------------------------------------------------- 2. reruns into one folder
+def test_a_rerun_starts_a_fresh_folder_and_keeps_the_previous_run(project: Path, capsys):
+    from _trainer_common import read_log
+
+    assert main(["--config-file", str(project)]) == 0
+    first_log = Path("out/log.jsonl").read_text()
+    assert main(["--config-file", str(project), "SOLVER.ITERATION_TOTAL", "2"]) == 0
+    out = capsys.readouterr().out
+    # the second run alone in out/: its own log and checkpoints, none of the first run's
+    assert [r["iteration"] for r in read_log(Path("out/log.jsonl")) if "loss" in r] == [1, 2]
+    assert sorted(p.name for p in Path("out").glob("checkpoint_*")) == [
+        "checkpoint_000002.pth.tar", "checkpoint_latest.txt"]
+    assert load_cfg("out/config.yaml").SOLVER.ITERATION_TOTAL == 2
+    # the first run intact in out/previous_runs/<stamp>/, and the user told where
+    (archived,) = Path("out/previous_runs").iterdir()
+    assert (archived / "log.jsonl").read_text() == first_log
+    assert sorted(p.name for p in archived.glob("checkpoint_*.pth.tar")) == [
+        "checkpoint_000002.pth.tar", "checkpoint_000004.pth.tar"]
+    assert load_cfg(str(archived / "config.yaml")).SOLVER.ITERATION_TOTAL == 4
+    assert f"moved to {archived}" in out
+    # a resume is explicit and continues in place: the log is appended to, nothing is moved
+    assert main(["--config-file", str(project), "--checkpoint", "out/checkpoint_000002.pth.tar"]) == 0
+    assert [r["iteration"] for r in read_log(Path("out/log.jsonl")) if "loss" in r] == [1, 2, 3, 4]
+    assert len(list(Path("out/previous_runs").iterdir())) == 1
+
+
+def test_a_restart_from_a_checkpoint_in_the_folder_it_would_clear_is_refused(project: Path, capsys):
+    assert main(["--config-file", str(project)]) == 0
+    rc = main(["--config-file", str(project), "--checkpoint", "out/checkpoint_000002.pth.tar",
+               "SOLVER.ITERATION_RESTART", "True"])
+    assert rc == 2
+    err = one_error(capsys)
+    assert "DATASET.OUTPUT_PATH" in err and "ITERATION_RESTART" in err, err
+    assert Path("out/checkpoint_000004.pth.tar").exists() and not Path("out/previous_runs").exists()

@@ -128,6 +128,14 @@ def test_mito_demo_tutorial(workdir: Path):
     assert 0.0 <= iou <= dice <= 1.0
     out = workdir / "outputs" / "mito_demo"
     check_training_outputs(out, (512, 512))
+    # run twice in a row: the second run starts afresh (the first moved to previous_runs/) and
+    # every command still works
+    first_log = (out / "log.jsonl").read_text()
+    outs = run_tutorial("mito_demo.md", workdir, f"{OVERRIDES} {SMALL_MODEL['3d']}")
+    training_output(outs)
+    check_training_outputs(out, (512, 512))
+    (previous,) = (out / "previous_runs").iterdir()
+    assert (previous / "log.jsonl").read_text() == first_log
     assert Image.open(out / "augmentations.png").format == "PNG"
     with h5py.File(out / "test" / "result.h5", "r") as f:
         assert list(f) == ["vol0"]

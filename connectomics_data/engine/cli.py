@@ -91,13 +91,20 @@ def _train(cfg, args) -> int:
         info = init_distributed(cfg)
     rank = info.rank if info else 0
     out = Path(cfg.DATASET.OUTPUT_PATH)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        save_cfg(cfg, out / "config.yaml")
+    from .run_folder import check_run_folder, prepare_run_folder
+
+    check_run_folder(out, args.checkpoint, bool(cfg.SOLVER.ITERATION_RESTART))
     set_threads(cfg, info.world_size if info else 1)
     try:
         trainer = Trainer(cfg, info.device if info else _device(), checkpoint=args.checkpoint,
                           rank=rank, world_size=info.world_size if info else 1, dist_info=info)
+        if rank == 0:  # after the model and checkpoint loaded: a failing start moves nothing
+            moved = prepare_run_folder(out, args.checkpoint, bool(cfg.SOLVER.ITERATION_RESTART))
+            if moved is not None:
+                print(f"the previous run in {out} was moved to {moved} (a new run starts; resume "
+                      "with --checkpoint to continue one)", flush=True)
+            out.mkdir(parents=True, exist_ok=True)
+            save_cfg(cfg, out / "config.yaml")
         result = trainer.train()
     finally:
         if info is not None:
