@@ -4,6 +4,7 @@ are missing, the validation picture."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -110,3 +111,28 @@ def test_a_restart_from_a_checkpoint_in_the_folder_it_would_clear_is_refused(pro
     err = one_error(capsys)
     assert "DATASET.OUTPUT_PATH" in err and "ITERATION_RESTART" in err, err
     assert Path("out/checkpoint_000004.pth.tar").exists() and not Path("out/previous_runs").exists()
+
+
+# ---------------------------------------------------------------- 3. keys that cannot act here
+def test_keys_that_cannot_act_here_warn_once_each_and_startup_says_where(project: Path, capsys,
+                                                                         monkeypatch):
+    import connectomics_data.engine.startup as startup
+
+    monkeypatch.setattr(startup, "_tensorboard_installed", lambda: False)
+    assert main(["--config-file", str(project), "MODEL.MIXED_PRECESION", "True",
+                 "MODEL.NORM_MODE", "sync_bn", "MONITOR.ITERATION_NUM", "[1, 2]",
+                 "SOLVER.WARMUP_ITERS", "10", "SOLVER.ITERATION_TOTAL", "2"]) == 0
+    captured = capsys.readouterr()
+    warned = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 4, captured.err
+    for key, instead in [("MODEL.MIXED_PRECESION", "float32"), ("MODEL.NORM_MODE", "plain batch norm"),
+                         ("MONITOR.ITERATION_NUM", "log.jsonl only"),
+                         ("SOLVER.WARMUP_ITERS 10", "never reaches SOLVER.BASE_LR")]:
+        assert sum(key in line and instead in line for line in warned) == 1, (key, warned)
+    start = [line for line in captured.out.splitlines() if line.startswith("device ")]
+    assert len(start) == 1 and re.fullmatch(
+        r"device cpu \(\d+ threads\), 0 data workers, batch 2 x \[5, 44, 44\] voxels read per "
+        r"sample \(model input \[3, 16, 16\]\)", start[0]), captured.out
+    # nothing to say for the defaults of the tiny config
+    assert main(["--config-file", str(project), "MONITOR.ITERATION_NUM", "[1, 0]"]) == 0
+    assert "warning:" not in capsys.readouterr().err

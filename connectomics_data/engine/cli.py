@@ -129,6 +129,16 @@ def one_line_message(err: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from .startup import IgnoredSettingWarning
+
+    stream = file or sys.stderr
+    if issubclass(category, IgnoredSettingWarning):
+        stream.write(f"warning: {message}\n")
+    else:
+        stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     tail = []
@@ -150,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.distributed and "RANK" not in os.environ:
             raise ConnectomicsDataError("--distributed needs torchrun (RANK / WORLD_SIZE in the environment): "
                                         "torchrun --nproc_per_node=N scripts/train.py --distributed ...")
-        return _inference(cfg, args) if args.inference else _train(cfg, args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # ours as one 'warning: ...' line
+            return _inference(cfg, args) if args.inference else _train(cfg, args)
     except ConnectomicsDataError as err:
         print(f"error: {one_line_message(err)}", file=sys.stderr)
         return 2

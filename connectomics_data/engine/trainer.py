@@ -115,6 +115,10 @@ class Trainer:
         self.activation = prediction_activation(cfg, self.channels)
         self.show_progress = show_progress and rank == 0
         self.is_main = rank == 0
+        if self.is_main:  # keys set but unable to act here: one warning each, saying what happens
+            from .startup import warn_ignored_settings
+
+            warn_ignored_settings(cfg, self.device, world_size)
 
     # ------------------------------------------------------------------ training
     def train(self) -> ValidationResult | None:
@@ -124,6 +128,10 @@ class Trainer:
         log_every, vis_every = (list(cfg.MONITOR.ITERATION_NUM) + [20, 200])[:2]
         loader = build_dataloader(cfg, "train", rank=self.rank, world_size=self.world_size,
                                   start_index=self.start_iteration * batch_size)
+        if self.show_progress:
+            from .startup import startup_line
+
+            print(startup_line(self.device, loader, self.world_size), flush=True)
         log = JsonLinesLog(self.output_dir / "log.jsonl") if self.is_main else None
         writer = _tensorboard(self.output_dir / "tensorboard") if self.is_main else None
         progress = None
