@@ -136,3 +136,13 @@ def test_keys_that_cannot_act_here_warn_once_each_and_startup_says_where(project
     # nothing to say for the defaults of the tiny config
     assert main(["--config-file", str(project), "MONITOR.ITERATION_NUM", "[1, 0]"]) == 0
     assert "warning:" not in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 5. a missing inference input
+@pytest.mark.parametrize("singly", [False, True])
+def test_a_missing_inference_input_names_the_key(project: Path, checkpoint: str, capsys, singly: bool):
+    rc = main(["--config-file", str(project), "--inference", "--checkpoint", checkpoint,
+               "INFERENCE.IMAGE_NAME", "test-input.tif", "INFERENCE.DO_SINGLY", str(singly)])
+    assert rc == 2
+    err = one_error(capsys)
+    assert err.startswith("error: INFERENCE.IMAGE_NAME: ") and "test-input.tif" in err, err

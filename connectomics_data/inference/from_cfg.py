@@ -136,11 +136,20 @@ def output_dir_from_cfg(cfg) -> Path:
     return Path(str(path))
 
 
-def _default_open_fn(cfg, singly: bool = False) -> Callable:
+def _open_input(path, **kwargs):
+    """``open_volume`` for an inference input; a missing or unreadable file names the key."""
+    from ..errors import VolumeError, VolumeNotFoundError
     from ..io import open_volume
 
+    try:
+        return open_volume(path, **kwargs)
+    except (VolumeError, VolumeNotFoundError) as err:
+        raise type(err)(f"INFERENCE.IMAGE_NAME: {err}") from err
+
+
+def _default_open_fn(cfg, singly: bool = False) -> Callable:
     return functools.partial(
-        open_volume,
+        _open_input,
         allow_2d=singly or bool(_get(cfg, "DATASET.LOAD_2D", False)),
         drop_channel=bool(_get(cfg, "DATASET.DROP_CHANNEL", False)),
     )
