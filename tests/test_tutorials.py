@@ -184,3 +184,11 @@ def test_inference_2d_tutorial(workdir: Path):
             assert f["vol0"].shape == (1, 1, 256, 256) and f["vol0"].dtype == np.uint8
             assert f["vol0"].attrs["source"].endswith(f"test_im/{i:04d}.png")
     assert np.asarray(Image.open(out / "test" / "all_predictions.png")).shape == (256, 8 * 256)
+
+
+def test_augmentations_tutorial(workdir: Path):
+    """Its command reads the embedded demo data (no machine path) and writes the grid."""
+    (out,) = run_tutorial("augmentations.md", workdir, OVERRIDES)
+    assert out.startswith("wrote outputs/augmentations/aug.png")
+    png = Image.open(workdir / "outputs" / "augmentations" / "aug.png")
+    assert png.format == "PNG" and png.size[0] > 3 * 160
