@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 from _trainer_common import tiny_project
@@ -146,3 +147,52 @@ def test_a_missing_inference_input_names_the_key(project: Path, checkpoint: str,
     assert rc == 2
     err = one_error(capsys)
     assert err.startswith("error: INFERENCE.IMAGE_NAME: ") and "test-input.tif" in err, err
+
+
+# ---------------------------------------------------------------- 6. the validation picture
+def test_one_validation_picture_per_validation_with_iteration_and_dice(project: Path):
+    from _trainer_common import read_log
+    from PIL import Image
+
+    from connectomics_data.engine.validation_figure import CAPTION_HEIGHT
+
+    assert main(["--config-file", str(project), "DATASET.VAL_IMAGE_NAME", "val_im.h5",
+                 "DATASET.VAL_LABEL_NAME", "val_lb.h5", "SOLVER.ITERATION_VAL", "2"]) == 0
+    dice = {r["iteration"]: r["val_dice"] for r in read_log(Path("out/log.jsonl")) if "val_dice" in r}
+    assert sorted(dice) == [2, 4]
+    names = sorted(p.name for p in Path("out").glob("validation_*.png"))
+    assert names == [f"validation_it{i:06d}_dice{dice[i]:.4f}.png" for i in (2, 4)]
+    last = np.asarray(Image.open(Path("out") / names[-1]))
+    # caption strip over four (40, 40) panels: outlines, outlines, probability, errors
+    assert last.shape == (CAPTION_HEIGHT + 40, 4 * 40, 3) and last.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(Image.open("out/validation.png")), last)
+
+
+def test_validation_panels_show_probability_and_errors_in_colour():
+    from connectomics_data.engine.validation_figure import FN, FP, TP, validation_panels
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (3, 24, 24), dtype=np.uint8)
+    label = np.zeros((3, 24, 24), np.uint8)
+    label[:, :, 10:12] = 1  # a membrane two pixels wide
+    prob = np.zeros((1, 3, 24, 24), np.float32)
+    prob[0, :, :12, 10:12] = 0.9  # found in the upper half (TP), missed below (FN)
+    prob[0, :, 5, 15:20] = 0.7  # a false positive
+    prob[0, :, 20, 15:20] = 0.3  # below threshold: not an error, but visible in the probability panel
+    panels = validation_panels(image, label, prob, 1)
+    assert panels.shape == (24, 96, 3) and panels.dtype == np.uint8
+    gt_view, pred_view, prob_view, errors = np.split(panels, 4, axis=1)
+    np.testing.assert_array_equal(errors[3, 10], TP)
+    np.testing.assert_array_equal(errors[20, 10], FN)
+    np.testing.assert_array_equal(errors[5, 16], FP)
+    assert not np.isin(errors[20, 16], [TP, FP, FN]).all(axis=-1).any()
+    # the probability panel is brighter where the probability is higher
+    brightness = prob_view.astype(int).sum(-1)
+    assert brightness[5, 16] > brightness[20, 16] > brightness[0, 0] == 0
+    # the outline views blend, so the image stays visible under a thin structure
+    g = (image[1].astype(np.float32) - image[1].min()) / (image[1].max() - image[1].min()) * 255
+    g = float(g.astype(np.uint8)[3, 10])
+    expected = np.array([0.5 * g, 0.5 * g + 127.5, 0.5 * g]).astype(np.uint8)
+    np.testing.assert_array_equal(gt_view[3, 10], expected)
+    np.testing.assert_array_equal(
+        pred_view[3, 10], np.array([0.5 * g + 127.5, 0.5 * g, 0.5 * g + 127.5]).astype(np.uint8))

@@ -24,6 +24,7 @@ from PIL import Image
 
 from connectomics_data.config import load_cfg
 from connectomics_data.engine import load_checkpoint
+from connectomics_data.engine.validation_figure import CAPTION_HEIGHT, validation_file_name
 from connectomics_data.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +104,8 @@ def training_output(blocks_stdout: list[str]) -> str:
 
 def check_training_outputs(out_dir: Path, spatial: tuple[int, int]) -> None:
     """Checkpoint of iteration 2 loads into the configured model; config.yaml reloads;
-    log.jsonl lines are JSON with the iteration; validation.png is (y, 2x, 3) uint8."""
+    log.jsonl lines are JSON with the iteration; validation.png is a caption over four (y, x)
+    panels, uint8, and a copy named after the iteration and Dice exists."""
     assert (out_dir / "checkpoint_latest.txt").read_text().strip() == "checkpoint_000002.pth.tar"
     cfg = load_cfg(str(out_dir / "config.yaml"))
     assert cfg.SOLVER.ITERATION_TOTAL == 2
@@ -117,7 +119,9 @@ def check_training_outputs(out_dir: Path, spatial: tuple[int, int]) -> None:
     assert all(np.isfinite(r["loss"]) for r in train)
     assert [r["iteration"] for r in records if "val_dice" in r] == [2]
     png = np.asarray(Image.open(out_dir / "validation.png"))
-    assert png.shape == (spatial[0], 2 * spatial[1], 3) and png.dtype == np.uint8
+    assert png.shape == (CAPTION_HEIGHT + spatial[0], 4 * spatial[1], 3) and png.dtype == np.uint8
+    (val,) = [r for r in records if "val_dice" in r]
+    assert (out_dir / validation_file_name(2, val["val_dice"])).is_file()
 
 
 @pytest.mark.slow
