@@ -53,7 +53,8 @@ def startup_line(device: torch.device | str, loader, world_size: int = 1) -> str
     """``device cpu (2 threads), 2 data workers, batch 2 x [12, 180, 180] voxels read per
     sample (model input [9, 129, 129])`` for a training DataLoader."""
     device = torch.device(device)
-    where = f"{device} ({torch.get_num_threads()} threads)" if device.type == "cpu" else str(device)
+    threads = torch.get_num_threads()
+    where = f"{device} ({threads} thread{'s' if threads != 1 else ''})" if device.type == "cpu" else str(device)
     dataset = loader.dataset
     read = getattr(dataset, "sample_size", None)
     model_in = getattr(getattr(dataset, "augmentor", None), "input_size", None)
