@@ -217,3 +217,28 @@ def test_smooth_edges_removes_thin_structures_keeps_blobs_and_values():
     assert set(np.unique(out)) <= {0, 9, 2**30 + 3}
     assert not (out == 9).any()
     assert abs(int((out == 2**30 + 3).sum()) - 2 * 25 * 25) < 2 * 25 * 4
+
+
+def test_missing_parts_draws_its_line_in_the_sample_frame_as_pytc_does():
+    """PyTC applies MissingParts to the sample before the centre crop, so the line runs between
+    edges of the sample frame; on the (smaller) output crop the band may then miss the crop
+    instead of always cutting through it."""
+    out, sample = (1, 40, 40), (1, 100, 100)
+    oy = ox = 30
+    t = MissingParts(iterations=2, p=1.0)
+    rng = np.random.default_rng(0)
+    covered = []
+    for _ in range(200):
+        (z, a, b), = t.randomize(rng, ChainContext(out, 1, 0.0, sample[1:])).lines
+        if a[0] == -oy:  # top to bottom of the sample frame
+            assert b[0] == sample[1] - 1 - oy and all(1 - ox <= p[1] <= sample[2] - 3 - ox for p in (a, b))
+        else:  # left to right
+            assert a[1] == -ox and b[1] == sample[2] - 1 - ox
+            assert all(1 - oy <= p[0] <= sample[1] - 3 - oy for p in (a, b))
+        covered.append(t.band(out[1:], a, b).mean())
+    covered = np.array(covered)
+    assert (covered == 0).mean() > 0.15  # many bands pass beside the crop
+    # without a sample frame (the crop is the sample) every band crosses the crop
+    for _ in range(20):
+        (z, a, b), = t.randomize(rng, ChainContext(out, 1)).lines
+        assert t.band(out[1:], a, b).any()

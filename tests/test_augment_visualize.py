@@ -87,3 +87,39 @@ def test_script_writes_a_png(tmp_path):
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] >= 3 * 64
     assert "sample [" in res.stdout
+
+
+def test_2d_grid_is_a_readable_grid_not_one_column():
+    """In 2D each row holds one slice: the rows are laid out in ceil(sqrt(n)) columns."""
+    size = (1, 40, 40)
+    comp = Compose([Flip(p=0.5), Elastic(p=0.5), Grayscale(p=0.5)], size)
+    rng = np.random.default_rng(0)
+    sample = {"image": rng.integers(0, 256, comp.sample_size, dtype=np.uint8),
+              "label": (rng.random(comp.sample_size) > 0.5).astype(np.uint8)}
+    rows = augmentation_rows(sample, comp, seed=3)
+    img = render_grid(sample, comp, seed=3)
+    assert len(rows) == 6
+    cols, grid_rows = 3, 2
+    cell = (img.size[0] + 4) // cols - 4
+    assert cell >= 40 and img.size == (cols * (cell + 4) - 4, grid_rows * (40 + 14 + 4))
+    px = np.asarray(img)
+    for r in range(len(rows)):  # every cell holds its 40 x 40 tile under its title
+        left, top = (r % cols) * (cell + 4), (r // cols) * (40 + 14 + 4) + 14
+        tile_px = px[top:top + 40, left:left + 40]
+        assert not (tile_px == 255).all(-1).all(), r
+
+
+def test_script_in_2d_on_the_demo_data(tmp_path):
+    out = tmp_path / "aug2d.png"
+    demo = ROOT / "datasets" / "drosophila_vnc_mito"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "visualize.py"), "--image",
+         str(demo / "train_image.h5"), "--label", str(demo / "train_label.h5"), "--out", str(out),
+         "--input-size", "1", "160", "160", "--config-file", "configs/mito_2d.yaml"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    with Image.open(out) as im:
+        width, height = im.size
+    # a grid about as wide as tall (the column it replaced was 200 px wide and 11 cells tall)
+    assert width >= 3 * 160 and 0.5 <= width / height <= 2.0, (width, height)

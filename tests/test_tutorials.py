@@ -24,6 +24,7 @@ from PIL import Image
 
 from connectomics_data.config import load_cfg
 from connectomics_data.engine import load_checkpoint
+from connectomics_data.engine.validation_figure import CAPTION_HEIGHT, validation_file_name
 from connectomics_data.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +169,8 @@ def training_output(blocks_stdout: list[str]) -> str:
 
 def check_training_outputs(out_dir: Path, spatial: tuple[int, int]) -> None:
     """Checkpoint of iteration 2 loads into the configured model; config.yaml reloads;
-    log.jsonl lines are JSON with the iteration; validation.png is (y, 2x, 3) uint8."""
+    log.jsonl lines are JSON with the iteration; validation.png is a caption over four (y, x)
+    panels, uint8, and a copy named after the iteration and Dice exists."""
     assert (out_dir / "checkpoint_latest.txt").read_text().strip() == "checkpoint_000002.pth.tar"
     cfg = load_cfg(str(out_dir / "config.yaml"))
     assert cfg.SOLVER.ITERATION_TOTAL == 2
@@ -182,7 +184,9 @@ def check_training_outputs(out_dir: Path, spatial: tuple[int, int]) -> None:
     assert all(np.isfinite(r["loss"]) for r in train)
     assert [r["iteration"] for r in records if "val_dice" in r] == [2]
     png = np.asarray(Image.open(out_dir / "validation.png"))
-    assert png.shape == (spatial[0], 2 * spatial[1], 3) and png.dtype == np.uint8
+    assert png.shape == (CAPTION_HEIGHT + spatial[0], 4 * spatial[1], 3) and png.dtype == np.uint8
+    (val,) = [r for r in records if "val_dice" in r]
+    assert (out_dir / validation_file_name(2, val["val_dice"])).is_file()
 
 
 @pytest.mark.slow
@@ -193,6 +197,14 @@ def test_mito_demo_tutorial(workdir: Path):
     assert 0.0 <= iou <= dice <= 1.0
     out = workdir / "outputs" / "mito_demo"
     check_training_outputs(out, (512, 512))
+    # run twice in a row: the second run starts afresh (the first moved to previous_runs/) and
+    # every command still works
+    first_log = (out / "log.jsonl").read_text()
+    outs = run_tutorial("mito_demo.md", workdir, f"{OVERRIDES} {SMALL_MODEL['3d']}")
+    training_output(outs)
+    check_training_outputs(out, (512, 512))
+    (previous,) = (out / "previous_runs").iterdir()
+    assert (previous / "log.jsonl").read_text() == first_log
     assert Image.open(out / "augmentations.png").format == "PNG"
     with h5py.File(out / "test" / "result.h5", "r") as f:
         assert list(f) == ["vol0"]
@@ -262,3 +274,11 @@ def test_formats_tutorial(workdir: Path):
         {"path": "vol0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 50.0, 9.2, 9.2]}]}]
     pred = open_volume(str(out / "test" / "result.zarr"))
     assert pred.shape == (2, 8, 128, 128) and pred.voxel_size == (50.0, 9.2, 9.2)
+
+
+def test_augmentations_tutorial(workdir: Path):
+    """Its command reads the embedded demo data (no machine path) and writes the grid."""
+    (out,) = run_tutorial("augmentations.md", workdir, OVERRIDES)
+    assert out.startswith("wrote outputs/augmentations/aug.png")
+    png = Image.open(workdir / "outputs" / "augmentations" / "aug.png")
+    assert png.format == "PNG" and png.size[0] > 3 * 160

@@ -51,11 +51,14 @@ class ChainContext:
         misalign_radius: bound on the in-plane distance from the centre of any point the chain
             feeds into the misalignment stage (voxels); fixes the misalignment rotation angle so
             no point moves more than ``DISPLACEMENT / 2``.
+        sample_yx: in-plane sample size ``(y, x)`` (``Compose.sample_size[1:]``), the frame
+            PyTC's intensity transforms drew in before the centre crop; None: ``out_shape``.
     """
 
     out_shape: tuple[int, int, int]
     window_z: int
     misalign_radius: float = 0.0
+    sample_yx: tuple[int, int] | None = None
 
 
 class Transform:

@@ -145,7 +145,8 @@ class Compose:
         return (Z + extra, Y + 2 * margins[0], X + 2 * margins[1]), radius
 
     def context(self) -> ChainContext:
-        return ChainContext(self.input_size, self.sample_size[0], self._misalign_radius)
+        return ChainContext(self.input_size, self.sample_size[0], self._misalign_radius,
+                            tuple(self.sample_size[1:]))
 
     # ------------------------------------------------------------------ randomness
     def randomize(self, rng: np.random.Generator) -> list[Any]:

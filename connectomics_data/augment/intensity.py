@@ -90,9 +90,12 @@ class MissingParts(IntensityTransform):
 
     Sections are visited in order; each is hit with probability ``p`` (PyTC uses the same
     ``P`` per section), and a hit skips the next two sections. The line joins two random points
-    on opposite edges (top-bottom or left-right, 1/2 each); the band holds the pixels within L1
-    distance ``iterations + 1/2`` of it: what ``iterations`` binary dilations of the
-    rasterised line give.
+    on opposite edges (top-bottom or left-right, 1/2 each) of the *sample* frame
+    (``ChainContext.sample_yx``) centred on the output crop, as in PyTC, where MissingParts
+    acts on the sample before the centre crop: so the band may cross the crop anywhere or miss
+    it, rather than always cutting through it. The band holds the pixels within L1 distance
+    ``iterations + 1/2`` of the line: what ``iterations`` binary dilations of the rasterised
+    line give (``2 * iterations + 1`` pixels wide across the line's main direction).
     """
 
     name = "MISSINGPARTS"
@@ -105,19 +108,21 @@ class MissingParts(IntensityTransform):
 
     def randomize(self, rng: np.random.Generator, ctx: ChainContext) -> MissingPartsParams:
         Z, Y, X = ctx.out_shape
+        SY, SX = ctx.sample_yx or (Y, X)
+        oy, ox = (SY - Y) // 2, (SX - X) // 2  # the crop's offset inside the sample frame
         lines = []
         z = 0
         while z < Z:
             if rng.random() < self.p:
                 vertical = bool(rng.random() < 0.5)
-                n = X if vertical else Y
+                n = SX if vertical else SY
                 # PyTC: end points in [1, n - 3] (all of [0, n) for tiny sections)
                 lo, hi = (1, n - 2) if n >= 4 else (0, n)
                 c = rng.integers(lo, hi, size=2)
                 if vertical:
-                    lines.append((z, (0, int(c[0])), (Y - 1, int(c[1]))))
+                    lines.append((z, (-oy, int(c[0]) - ox), (SY - 1 - oy, int(c[1]) - ox)))
                 else:
-                    lines.append((z, (int(c[0]), 0), (int(c[1]), X - 1)))
+                    lines.append((z, (int(c[0]) - oy, -ox), (int(c[1]) - oy, SX - 1 - ox)))
                 z += 3
             else:
                 z += 1

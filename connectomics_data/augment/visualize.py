@@ -76,24 +76,32 @@ def render_grid(
     """The PIL image of :func:`augmentation_rows`: ``n_slices`` evenly spaced z slices per row.
 
     ``sample`` holds at least ``compose.sample_size`` voxels (``'image'``, optionally
-    ``label_key``). Size: ``n_slices * (X + 4)`` by ``rows * (Y + 18)`` pixels.
+    ``label_key``). Size: ``n_slices * (X + 4)`` by ``rows * (Y + 18)`` pixels. With a single
+    slice per row (2D, ``Z == 1``) the rows are laid out as a grid of ``ceil(sqrt(rows))``
+    columns instead of one tall column, each cell at least as wide as its title.
     """
     from PIL import Image, ImageDraw
 
     rows = augmentation_rows(sample, compose, seed, chain_rows)
     Z, Y, X = compose.input_size
     zs = np.unique(np.linspace(0, Z - 1, min(n_slices, Z)).round().astype(int))
-    width = len(zs) * (X + GAP) - GAP
-    height = len(rows) * (Y + HEADER + GAP)
-    canvas = Image.new("RGB", (max(width, 200), height), (255, 255, 255))
+    panel = len(zs) * (X + GAP) - GAP  # width of one row's slices
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    titles = max(int(np.ceil(measure.textlength(title))) + 4 for title, _ in rows)
+    cols = 1 if len(zs) > 1 else int(np.ceil(np.sqrt(len(rows))))
+    cell = max(panel, titles if cols > 1 else 200)
+    grid_rows = int(np.ceil(len(rows) / cols))
+    width = cols * (cell + GAP) - GAP
+    height = grid_rows * (Y + HEADER + GAP)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for r, (title, out) in enumerate(rows):
-        top = r * (Y + HEADER + GAP)
-        draw.text((2, top + 1), title, fill=(0, 0, 0))
+        left, top = (r % cols) * (cell + GAP), (r // cols) * (Y + HEADER + GAP)
+        draw.text((left + 2, top + 1), title, fill=(0, 0, 0))
         img = _first_channel(out["image"])
         lab = out.get(label_key)
         lab = _first_channel(lab) if isinstance(lab, np.ndarray) else None
         for c, z in enumerate(zs):
-            cell = tile(img[z], None if lab is None else lab[z])
-            canvas.paste(Image.fromarray(cell), (c * (X + GAP), top + HEADER))
+            rgb = tile(img[z], None if lab is None else lab[z])
+            canvas.paste(Image.fromarray(rgb), (left + c * (X + GAP), top + HEADER))
     return canvas

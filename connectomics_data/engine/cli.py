@@ -94,11 +94,20 @@ def _train(cfg, args) -> int:
     out = Path(cfg.DATASET.OUTPUT_PATH)
     if rank == 0:
         ensure_directory(out, "output directory (DATASET.OUTPUT_PATH)")
-        save_cfg(cfg, out / "config.yaml")
+    from .run_folder import check_run_folder, prepare_run_folder
+
+    check_run_folder(out, args.checkpoint, bool(cfg.SOLVER.ITERATION_RESTART))
     set_threads(cfg, info.world_size if info else 1)
     try:
         trainer = Trainer(cfg, info.device if info else _device(), checkpoint=args.checkpoint,
                           rank=rank, world_size=info.world_size if info else 1, dist_info=info)
+        if rank == 0:  # after the model and checkpoint loaded: a failing start moves nothing
+            moved = prepare_run_folder(out, args.checkpoint, bool(cfg.SOLVER.ITERATION_RESTART))
+            if moved is not None:
+                print(f"the previous run in {out} was moved to {moved} (a new run starts; resume "
+                      "with --checkpoint to continue one)", flush=True)
+            ensure_directory(out, "output directory (DATASET.OUTPUT_PATH)")
+            save_cfg(cfg, out / "config.yaml")
         result = trainer.train()
     finally:
         if info is not None:
@@ -123,6 +132,16 @@ def one_line_message(err: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from .startup import IgnoredSettingWarning
+
+    stream = file or sys.stderr
+    if issubclass(category, IgnoredSettingWarning):
+        stream.write(f"warning: {message}\n")
+    else:
+        stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     tail = []
@@ -144,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.distributed and "RANK" not in os.environ:
             raise ConnectomicsDataError("--distributed needs torchrun (RANK / WORLD_SIZE in the environment): "
                                         "torchrun --nproc_per_node=N scripts/train.py --distributed ...")
-        return _inference(cfg, args) if args.inference else _train(cfg, args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # ours as one 'warning: ...' line
+            return _inference(cfg, args) if args.inference else _train(cfg, args)
     except ConnectomicsDataError as err:
         print(f"error: {one_line_message(err)}", file=sys.stderr)
         return 2

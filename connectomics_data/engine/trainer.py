@@ -3,9 +3,10 @@ validation by sliding-window prediction, atomic checkpoints, and logs a user can
 
 What the user sees: a progress bar (iteration, loss, learning rate, samples/s and the share of
 time the loop waited for data), a JSON-lines log (always) and TensorBoard scalars and image
-grids (when tensorboard is installed), checkpoints every ``SOLVER.ITERATION_SAVE``, and at the
-end a PNG of a validation slice with ground truth and prediction outlined and, as the last line
-printed, ``validation dice=<D> iou=<I>``.
+grids (when tensorboard is installed), checkpoints every ``SOLVER.ITERATION_SAVE``, at
+every validation a PNG of a validation slice (outlines, probability map, errors in colour; the
+iteration and Dice in its name and caption), ``validation.png`` for the last one and, as the
+last line printed, ``validation dice=<D> iou=<I>``.
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ class Trainer:
         self.activation = prediction_activation(cfg, self.channels)
         self.show_progress = show_progress and rank == 0
         self.is_main = rank == 0
+        if self.is_main:  # keys set but unable to act here: one warning each, saying what happens
+            from .startup import warn_ignored_settings
+
+            warn_ignored_settings(cfg, self.device, world_size)
 
     # ------------------------------------------------------------------ training
     def train(self) -> ValidationResult | None:
@@ -128,6 +133,10 @@ class Trainer:
         log_every, vis_every = (list(cfg.MONITOR.ITERATION_NUM) + [20, 200])[:2]
         loader = build_dataloader(cfg, "train", rank=self.rank, world_size=self.world_size,
                                   start_index=self.start_iteration * batch_size)
+        if self.show_progress:
+            from .startup import startup_line
+
+            print(startup_line(self.device, loader, self.world_size), flush=True)
         log = JsonLinesLog(self.output_dir / "log.jsonl") if self.is_main else None
         writer = _tensorboard(self.output_dir / "tensorboard") if self.is_main else None
         progress = None
@@ -193,7 +202,7 @@ class Trainer:
             self._barrier()
             if result is not None:
                 self._report_val(log, writer, iteration, result)
-                self.save_validation_png(result, self.output_dir / "validation.png")
+                self.save_validation_png(result, self.output_dir / "validation.png", iteration)
         if log is not None:
             log.close()
         if writer is not None:
@@ -279,6 +288,10 @@ class Trainer:
             writer.add_scalar("val/iou", val.iou, iteration)
             z = val.image.shape[-3] // 2
             writer.add_image("val/overlay", overlay_slice(val, z), iteration, dataformats="HWC")
+        if self.is_main:  # one picture per validation, iteration and Dice in its name and caption
+            from .validation_figure import validation_file_name
+
+            self.save_validation_png(val, self.output_dir / validation_file_name(iteration, val.dice), iteration)
         if self.show_progress:
             from tqdm import tqdm
 
@@ -299,35 +312,26 @@ class Trainer:
         grid = np.concatenate([img, tgt, pred], axis=1)
         writer.add_image("train/input_target_prediction", grid[None], iteration)
 
-    def save_validation_png(self, val: ValidationResult, path: Path) -> Path:
-        rgb = overlay_slice(val, val.image.shape[-3] // 2)
+    def save_validation_png(self, val: ValidationResult, path: Path, iteration: int | None = None) -> Path:
+        """The middle section's panels (see :mod:`.validation_figure`) under a caption."""
         from PIL import Image
+
+        from .validation_figure import caption_text, validation_figure
+
+        z = val.image.shape[-3] // 2
+        rgb = validation_figure(overlay_slice(val, z), caption_text(iteration, val.dice, val.iou, z))
 
         with atomic_output(path) as tmp:
             Image.fromarray(rgb).save(tmp, format="PNG")
         return path
 
 
-def _outline(mask: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import binary_erosion
-
-    return mask & ~binary_erosion(mask)
-
-
 def overlay_slice(val: ValidationResult, z: int) -> np.ndarray:
-    """(y, 2x, 3) uint8: the raw slice twice, ground truth outlined in green (left) and
-    prediction (> 0.5) outlined in magenta (right)."""
-    raw = val.image
-    if raw.ndim == 4:
-        raw = raw[0]
-    img = raw[z].astype(np.float32)
-    lo, hi = float(img.min()), float(img.max())
-    gray = ((img - lo) / max(hi - lo, 1e-6) * 255).astype(np.uint8)
-    left = np.repeat(gray[..., None], 3, axis=2)
-    right = left.copy()
-    left[_outline(val.label[z] > 0)] = (0, 255, 0)
-    right[_outline(val.prediction[0, z] > 0.5)] = (255, 0, 255)
-    return np.concatenate([left, right], axis=1)
+    """(y, 4x, 3) uint8 panels of section ``z``: ground truth outlined, prediction outlined,
+    probability map, errors in colour (see :mod:`.validation_figure`)."""
+    from .validation_figure import validation_panels
+
+    return validation_panels(val.image, val.label, val.prediction, z)
 
 
 def set_threads(cfg: CfgNode, world_size: int = 1) -> None:

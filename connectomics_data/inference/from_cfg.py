@@ -12,7 +12,8 @@ Keys read (PyTC semantics; ours marked *):
 * output: ``INFERENCE.OUTPUT_PATH`` (else ``DATASET.OUTPUT_PATH``), ``INFERENCE.OUTPUT_NAME``,
   ``INFERENCE.OUTPUT_DTYPE``* ('uint8'), ``OUTPUT_FORMAT``* ('h5'), ``MEMORY_BUDGET_MB``* (2048),
   ``WRITE_CHUNK_FILES``* (False);
-* modes: ``INFERENCE.DO_SINGLY`` (+ ``DO_SINGLY_START_INDEX`` / ``DO_SINGLY_STEP``);
+* modes: ``INFERENCE.DO_SINGLY`` (+ ``DO_SINGLY_START_INDEX`` / ``DO_SINGLY_STEP``): one output
+  per input file, globs expanded and 2D images read as ``(1, y, x)`` whatever ``LOAD_2D`` says;
   ``INFERENCE.DO_CHUNK_TITLE`` else ``DATASET.DO_CHUNK_TITLE`` with ``DATASET.DATA_CHUNK_NUM``,
   ``DATA_CHUNK_IND``, ``CHUNK_IND_SPLIT``, ``DATA_COORD_RANGE``;
 * ``INFERENCE.DO_EVAL``; ``INFERENCE.OUTPUT_SCALE`` (the prediction is resampled, see
@@ -36,6 +37,7 @@ import torch
 
 from ..errors import ConfigError
 from ..geometry import ChunkGrid, parse_chunk_split
+from ..io.names import expand_glob, is_glob
 from ..normalize import normalizer_for
 from .chunked import predict_chunked
 from .distributed import (
@@ -44,6 +46,7 @@ from .distributed import (
     predict_volumes_distributed,
 )
 from .engine import InferenceSettings, RunStats, SlidingWindowInference, predict_volumes_to_file
+from .naming import check_output_name
 from .outputs import check_output_format, with_extension
 from .resample import check_output_scale
 from .singly import predict_singly
@@ -140,13 +143,22 @@ def output_dir_from_cfg(cfg) -> Path:
     return Path(str(path))
 
 
-def _default_open_fn(cfg) -> Callable:
+def _open_input(path, **kwargs):
+    """``open_volume`` for an inference input; a missing or unreadable file names the key."""
+    from ..errors import VolumeError, VolumeNotFoundError
     from ..io import open_volume
 
+    try:
+        return open_volume(path, **kwargs)
+    except (VolumeError, VolumeNotFoundError) as err:
+        raise type(err)(f"INFERENCE.IMAGE_NAME: {err}") from err
+
+
+def _default_open_fn(cfg, singly: bool = False) -> Callable:
     voxel = _get(cfg, "DATASET.VOXEL_SIZE", None)
     return functools.partial(
-        open_volume,
-        allow_2d=bool(_get(cfg, "DATASET.LOAD_2D", False)),
+        _open_input,
+        allow_2d=singly or bool(_get(cfg, "DATASET.LOAD_2D", False)),
         drop_channel=bool(_get(cfg, "DATASET.DROP_CHANNEL", False)),
         scale=tuple(float(v) for v in voxel) if isinstance(voxel, (list, tuple)) else voxel,
     )
@@ -194,7 +206,8 @@ def run_inference_from_cfg(
     inference = build_inference_from_cfg(cfg, model, activation, device)
     inference.show_progress = rank == 0
     normalizer_fn = build_normalizer_fn_from_cfg(cfg)
-    open_fn = open_fn or _default_open_fn(cfg)
+    singly_mode = bool(_get(cfg, "INFERENCE.DO_SINGLY", False))
+    open_fn = open_fn or _default_open_fn(cfg, singly_mode)
     fmt = check_output_format(str(_get(cfg, "INFERENCE.OUTPUT_FORMAT", "h5")))
     out_dir = output_dir_from_cfg(cfg)
     name = str(_get(cfg, "INFERENCE.OUTPUT_NAME", "result.h5"))
@@ -209,6 +222,7 @@ def run_inference_from_cfg(
             raise ConfigError(f"DO_CHUNK_TITLE inference takes one volume (tile JSON), got {len(files)}")
         if "{" in name:
             raise ConfigError(f"INFERENCE.OUTPUT_NAME {name!r}: templates apply to DO_SINGLY only")
+        check_output_name(name)
         volume = open_fn(files[0])
         coord_range = _get(cfg, "DATASET.DATA_COORD_RANGE")
         if coord_range is not None and len(coord_range) and isinstance(coord_range[0], (list, tuple)):
@@ -241,7 +255,10 @@ def run_inference_from_cfg(
             result = predict_chunked(volume, grid, inference, out_dir / f"{stem}.zarr", rank_world=rank_world,
                                      **chunk_kwargs)
         return InferenceReport("chunked", [result.output], result.skipped, inference.last_stats)
-    if bool(_get(cfg, "INFERENCE.DO_SINGLY", False)):
+    if singly_mode:
+        # one output per input FILE, whatever LOAD_2D says: a glob is expanded to its files (a
+        # 2D image is then a (1, y, x) volume), never predicted as one stack
+        files = [m for f in files for m in (expand_glob(f, "INFERENCE.IMAGE_NAME") if is_glob(f) else [f])]
         singly = predict_singly
         if world_size > 1:
             singly = functools.partial(predict_singly_distributed, rank=rank, world_size=world_size)
@@ -260,6 +277,7 @@ def run_inference_from_cfg(
         return InferenceReport("singly", result.written, result.skipped, inference.last_stats)
     if "{" in name:
         raise ConfigError(f"INFERENCE.OUTPUT_NAME {name!r}: templates apply to DO_SINGLY only")
+    check_output_name(name)
     volumes = [open_fn(f) for f in files]
     target = out_dir / with_extension(name, fmt)
     normalizers = [normalizer_fn(v) for v in volumes]

@@ -29,6 +29,23 @@ from .outputs import with_extension
 
 PLACEHOLDERS = ("stem", "name", "index")
 KEY = "INFERENCE.OUTPUT_NAME"
+#: characters a glob pattern uses; an output name holding one is refused (it would be read back
+#: as a pattern, and usually means an unexpanded input glob named the output)
+GLOB_CHARACTERS = "*?[]"
+
+
+def check_output_name(name: str, template: str | None = None, input_path: str | None = None) -> str:
+    """``name`` when it holds no glob character, else :class:`ConfigError` naming the key."""
+    bad = sorted({c for c in name if c in GLOB_CHARACTERS})
+    if bad:
+        source = f" gives {name!r} for {input_path}" if input_path is not None else ""
+        shown = template if template is not None else name
+        raise ConfigError(
+            f"{KEY} {shown!r}{source}: an output name must not "
+            f"hold a glob character ({', '.join(repr(c) for c in bad)}); use {{stem}} or {{index}} "
+            "to name one output per input file"
+        )
+    return name
 
 
 class _RestrictedFormatter(string.Formatter):
@@ -88,4 +105,5 @@ def format_output_name(template: str, input_path: str, index: int, fmt: str | No
             raise formatter._fail(f"malformed template ({err})") from err
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ConfigError(f"{KEY} {template!r} gives {name!r} for {input_path}: not a file name")
+    check_output_name(name, template, input_path)
     return with_extension(name, fmt) if fmt is not None else name
