@@ -34,16 +34,14 @@ import numpy as np
 from ..errors import OutputError
 from ..geometry import Box, ChunkGrid, normalize_halo
 from ..io.base import Volume
+from . import chunk_cleanup
+from .chunk_cleanup import DIR_PREFIX
 from .chunk_schedule import ChunkSchedule
 from .chunk_slots import KINDS, remove_quietly, slot_path, write_marker
 from .chunk_write import write_volume_box
 
 MARKER_KEEP = 8
 """The ``requested``/``freed`` markers of slots this far from the current one are removed."""
-
-DIR_PREFIX = "cdata-chunks-"
-"""Store directories are ``<root>/cdata-chunks-<pid>-<random>``."""
-
 
 def default_root() -> str:
     """``/dev/shm`` when it is a writable directory (RAM-backed), else the temp directory."""
@@ -99,20 +97,34 @@ class _Slot:
 class _Resources:
     """What must be released even if the store is never closed: the thread and the directory."""
 
-    def __init__(self, directory: str, owner_pid: int):
+    def __init__(self, directory: str, owner_pid: int, lock_fd: int):
         self.directory = directory
         self.owner_pid = owner_pid
+        self.lock_fd: int | None = lock_fd
         self.executor: ThreadPoolExecutor | None = None
+        self.stopping = threading.Event()  # set: running loads stop at their next slab
 
     def release(self) -> None:
         if os.getpid() != self.owner_pid:  # a forked worker's copy: the owner cleans up
             return
+        self.stopping.set()
         if self.executor is not None:
             # the last reference may drop inside the loader thread, which cannot join itself
             inside = threading.current_thread().name.startswith("chunk-load")
             self.executor.shutdown(wait=not inside, cancel_futures=True)
             self.executor = None
+        self.remove_files()
+
+    def remove_files(self) -> None:
+        """Remove the directory now (SIGTERM: from the signal handler, without waiting for the
+        loader thread, whose next write then fails)."""
+        if os.getpid() != self.owner_pid:
+            return
+        self.stopping.set()
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
 
 class ChunkStore:
@@ -131,8 +143,9 @@ class ChunkStore:
         slab_bytes: read granularity.
 
     The store directory and its files are removed by :meth:`close`, when the store is
-    garbage-collected, or at interpreter exit (not after SIGKILL: then remove
-    ``<root>/cdata-chunks-<pid>-*`` by hand).
+    garbage-collected, at interpreter exit, and on SIGTERM / SIGHUP (handled like Ctrl-C, see
+    :mod:`.chunk_cleanup`). After SIGKILL the next store created in the same root removes the
+    leftovers (``scripts/chunk_stores.py --remove`` does it by hand).
     """
 
     def __init__(
@@ -156,12 +169,16 @@ class ChunkStore:
         self.slab_bytes = int(slab_bytes)
         self.owner_pid = os.getpid()
         root = root or default_root()
+        chunk_cleanup.remove_leftovers(root)
         try:
             self.directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{self.owner_pid}-", dir=root)
+            lock_fd = chunk_cleanup.take_ownership(self.directory)
         except OSError as err:
             raise OutputError(f"cannot create the chunk store directory in {root}: {err}") from err
-        self._res = _Resources(self.directory, self.owner_pid)
+        self._res = _Resources(self.directory, self.owner_pid, lock_fd)
         self._finalizer = weakref.finalize(self, self._res.release)
+        chunk_cleanup.install_signal_handlers()
+        self._on_signal = chunk_cleanup.register(self._res.remove_files)
         self._lock = threading.RLock()
         self._slots: dict[int, _Slot] = {}
         self._marked: set[int] = set()
@@ -320,6 +337,7 @@ class ChunkStore:
                 "enlarge /dev/shm, or pass another shm_dir"
             )
         arrays: dict[str, str] = {}
+        stopping = self._res.stopping
         for v, (src, box) in enumerate(zip(self.sources, boxes)):
             for kind, vol in src.volumes().items():
                 if vol is None:
@@ -327,7 +345,7 @@ class ChunkStore:
                 path = slot_path(self.directory, slot, f"{kind}{v}.npy")
                 entry.files.append(path)
                 entry.stats.nbytes += write_volume_box(path, vol, box, self.pad_mode, self.slab_bytes,
-                                                       lambda: entry.cancelled)
+                                                       lambda: entry.cancelled or stopping.is_set())
                 arrays[f"{kind}{v}"] = os.path.basename(path)
         return arrays
 
