@@ -8,7 +8,8 @@ Keys read (PyTC semantics; ours marked *):
   ``DATASET.PAD_MODE``, ``INFERENCE.UNPAD``, ``INFERENCE.BLENDING``, ``INFERENCE.AUG_MODE`` /
   ``AUG_NUM``, ``INFERENCE.SAMPLES_PER_BATCH``, ``DATASET.DO_2D``;
 * input: ``DATASET.MEAN`` / ``STD`` / ``MATCH_ACT`` / ``NORMALIZE_RANGE``, ``DATASET.LOAD_2D``,
-  ``DATASET.DROP_CHANNEL``;
+  ``DATASET.DROP_CHANNEL``; tile JSONs: ``DATASET.TILE_CACHE_MB`` / ``TILE_THREADS`` /
+  ``TILE_FILL_VALUE``* (as in training);
 * output: ``INFERENCE.OUTPUT_PATH`` (else ``DATASET.OUTPUT_PATH``), ``INFERENCE.OUTPUT_NAME``,
   ``INFERENCE.OUTPUT_DTYPE``* ('uint8'), ``OUTPUT_FORMAT``* ('h5'), ``MEMORY_BUDGET_MB``* (2048),
   ``WRITE_CHUNK_FILES``* (False);
@@ -133,13 +134,33 @@ def output_dir_from_cfg(cfg) -> Path:
     return Path(str(path))
 
 
-def _default_open_fn(cfg) -> Callable:
-    from ..io import open_volume
+def tile_options_from_cfg(cfg) -> dict:
+    """``open_tiled_volume`` keywords from ``DATASET.TILE_CACHE_MB`` / ``TILE_THREADS`` /
+    ``TILE_FILL_VALUE``, as training and validation use them; missing-tile messages name the key."""
+    from ..io.tiles.volume import CONFIG_MISSING_HINT
 
+    return {
+        "cache_bytes": int(_get(cfg, "DATASET.TILE_CACHE_MB", 1024)) << 20,
+        "threads": int(_get(cfg, "DATASET.TILE_THREADS", 4)),
+        "fill_value": _get(cfg, "DATASET.TILE_FILL_VALUE"),
+        "missing_hint": CONFIG_MISSING_HINT,
+    }
+
+
+def _open_any(path, allow_2d: bool, drop_channel: bool, tile_options: dict):
+    from ..io import open_volume
+    from ..io.open import TILE_EXTENSIONS, extension
+
+    extra = tile_options if isinstance(path, (str, Path)) and extension(str(path)) in TILE_EXTENSIONS else {}
+    return open_volume(path, allow_2d=allow_2d, drop_channel=drop_channel, **extra)
+
+
+def _default_open_fn(cfg) -> Callable:
     return functools.partial(
-        open_volume,
+        _open_any,
         allow_2d=bool(_get(cfg, "DATASET.LOAD_2D", False)),
         drop_channel=bool(_get(cfg, "DATASET.DROP_CHANNEL", False)),
+        tile_options=tile_options_from_cfg(cfg),
     )
 
 

@@ -38,6 +38,12 @@ from .spec import TileSpec, find_missing, load_tile_json
 DEFAULT_CACHE_BYTES = 512 * 2**20
 """Default decoded-tile cache size per volume and per process (512 MiB)."""
 
+API_MISSING_HINT = "pass fill_value=... to fill them, check_files=False to defer"
+"""How a missing-tile message tells a Python caller to proceed."""
+
+CONFIG_MISSING_HINT = "set DATASET.TILE_FILL_VALUE (e.g. 0) to fill them"
+"""The same for a volume opened from a config (training, validation, inference)."""
+
 _INIT_LOCK = threading.Lock()
 
 
@@ -75,6 +81,8 @@ class TiledVolume(Volume):
         threads: decode threads per read (default :func:`default_threads`); 1 decodes inline.
         check_files: list every tile file up front and raise if any is missing (skipped when
             ``fill_value`` is given).
+        missing_hint: what a missing-tile message tells the user to do (default
+            :data:`API_MISSING_HINT`; volumes opened from a config name the config key).
     """
 
     def __init__(
@@ -87,8 +95,10 @@ class TiledVolume(Volume):
         fill_value: float | None = None,
         threads: int | None = None,
         check_files: bool = True,
+        missing_hint: str | None = None,
     ):
         self.spec = spec
+        self.missing_hint = missing_hint or API_MISSING_HINT
         self.path = spec.json_path
         self.label_vast = bool(label_vast)
         if is_label is None:
@@ -176,8 +186,7 @@ class TiledVolume(Volume):
             if self.fill_value is not None:
                 raise _MissingTile(path) from None
             raise TileJSONError(
-                f"tile file {path} ({self._where(z, row, col)}) is missing; pass fill_value=... "
-                "to fill missing tiles"
+                f"tile file {path} ({self._where(z, row, col)}) is missing; {self.missing_hint}"
             ) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise VolumeError(f"cannot decode tile file {path} ({self._where(z, row, col)}): {err}") from None
@@ -310,7 +319,7 @@ class TiledVolume(Volume):
             more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise TileJSONError(
                 f"tile JSON {self.path}: {len(missing)} of {len(paths)} tile files are missing "
-                f"(pass fill_value=... to fill them, check_files=False to defer):\n  {shown}{more}"
+                f"({self.missing_hint}):\n  {shown}{more}"
             )
 
     def close(self) -> None:
@@ -348,6 +357,7 @@ def open_tiled_volume(
     threads: int | None = None,
     check_files: bool = True,
     is_label: bool | None = None,
+    missing_hint: str | None = None,
 ) -> TiledVolume:
     """Open the tiled volume a PyTC tile JSON describes; see :class:`TiledVolume` for the args.
 
@@ -366,4 +376,5 @@ def open_tiled_volume(
         fill_value=fill_value,
         threads=threads,
         check_files=check_files,
+        missing_hint=missing_hint,
     )
