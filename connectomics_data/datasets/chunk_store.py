@@ -43,6 +43,26 @@ from .chunk_write import write_volume_box
 MARKER_KEEP = 8
 """The ``requested``/``freed`` markers of slots this far from the current one are removed."""
 
+def _reader(volume: Volume | None, threads: int | None) -> Volume | None:
+    """The volume the loader thread reads: a private copy with ``threads`` decode threads for
+    tiled volumes (see :meth:`~..io.TiledVolume.reader_copy`), else the volume itself."""
+    if volume is None or threads is None or not hasattr(volume, "reader_copy"):
+        return volume
+    return volume.reader_copy(threads)
+
+
+def _lower_priority(nice: int) -> None:
+    """Loader-thread initializer: add ``nice`` to this thread's niceness (Linux: per thread;
+    threads it starts inherit it). Failures (no permission, other systems) are ignored."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        pass
+
+
 def default_root() -> str:
     """``/dev/shm`` when it is a writable directory (RAM-backed), else the temp directory."""
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
@@ -73,7 +93,8 @@ class ChunkSource:
 
 @dataclass
 class SlotStats:
-    """Timings of one slot load (``time.perf_counter`` seconds)."""
+    """Timings of one slot load (``time.perf_counter`` seconds; ``cpu_s``: CPU seconds of the
+    loader thread and of the decode threads it used)."""
 
     slot: int
     chunk: int
@@ -81,6 +102,7 @@ class SlotStats:
     started_at: float = float("nan")
     ready_at: float = float("nan")
     read_s: float = float("nan")
+    cpu_s: float = float("nan")
     nbytes: int = 0
     reused_from: int | None = None
 
@@ -141,6 +163,13 @@ class ChunkStore:
         derive: optional ``f(images, labels, masks) -> picklable`` run once per slot in the
             loader thread; readers get its result as :attr:`SlotData.derived`.
         slab_bytes: read granularity.
+        read_threads: decode threads of the background read per tiled volume (a private copy
+            of each :class:`~..io.TiledVolume` with its own cache; None keeps the volume's own).
+        read_nice: niceness added to the loader thread and its decode threads (Linux: per
+            thread; 0 = same priority as training). Lowering priority makes the read yield CPU
+            to the training loop; too low and the read may not finish within DATA_CHUNK_ITER
+            iterations (the loop then waits at the switch).
+        last_slot: no slot after this one is prefetched (the run ends there).
 
     The store directory and its files are removed by :meth:`close`, when the store is
     garbage-collected, at interpreter exit, and on SIGTERM / SIGHUP (handled like Ctrl-C, see
@@ -159,6 +188,9 @@ class ChunkStore:
         pad_mode: str = "reflect",
         derive: Callable[[list[np.ndarray], list[np.ndarray | None], list[np.ndarray | None]], Any] | None = None,
         slab_bytes: int = 64 << 20,
+        read_threads: int | None = None,
+        read_nice: int = 0,
+        last_slot: int | None = None,
     ):
         self.sources = list(sources)
         self.schedule = schedule
@@ -167,6 +199,10 @@ class ChunkStore:
         self.pad_mode = pad_mode
         self.derive = derive
         self.slab_bytes = int(slab_bytes)
+        self.read_nice = int(read_nice)
+        self.last_slot = None if last_slot is None else int(last_slot)
+        self._readers = [{kind: _reader(vol, read_threads) for kind, vol in src.volumes().items()}
+                         for src in self.sources]
         self.owner_pid = os.getpid()
         root = root or default_root()
         chunk_cleanup.remove_leftovers(root)
@@ -211,7 +247,8 @@ class ChunkStore:
         """
         self._check_owner()
         with self._lock:
-            wanted = [slot, slot + 1] if self.prefetch_next else [slot]
+            ahead = self.prefetch_next and (self.last_slot is None or slot + 1 <= self.last_slot)
+            wanted = [slot, slot + 1] if ahead else [slot]
             for s in wanted:
                 self.request(s)
             keep = {slot - 1, *wanted}
@@ -242,7 +279,8 @@ class ChunkStore:
             self._slots[slot] = entry
             self.history.append(stats)
             if self._res.executor is None:
-                self._res.executor = ThreadPoolExecutor(1, thread_name_prefix="chunk-load")
+                self._res.executor = ThreadPoolExecutor(1, thread_name_prefix="chunk-load",
+                                                        initializer=_lower_priority, initargs=(self.read_nice,))
             entry.future = self._res.executor.submit(self._load, slot, entry)
 
     def wait(self, slot: int, timeout: float | None = None) -> None:
@@ -281,6 +319,7 @@ class ChunkStore:
             entry.state = "loading"
         stats = entry.stats
         stats.started_at = time.perf_counter()
+        cpu_start, pool_start = time.thread_time(), self._pool_cpu()
         chunk = stats.chunk
         boxes = self.boxes(chunk)
         try:
@@ -296,6 +335,7 @@ class ChunkStore:
                         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
                     entry.files.append(path)
             stats.read_s = time.perf_counter() - stats.started_at
+            stats.cpu_s = time.thread_time() - cpu_start + self._pool_cpu() - pool_start
             with self._lock:
                 if entry.cancelled:
                     self._delete(slot, entry)
@@ -319,6 +359,10 @@ class ChunkStore:
                     })
             raise
 
+    def _pool_cpu(self) -> float:
+        return sum(float(getattr(v, "pool_cpu_seconds", 0.0)) for r in self._readers for v in r.values()
+                   if v is not None)
+
     def _map(self, arrays: dict[str, str]) -> tuple[list, list, list]:
         out: tuple[list, list, list] = ([], [], [])
         for k, kind in enumerate(KINDS):
@@ -338,8 +382,8 @@ class ChunkStore:
             )
         arrays: dict[str, str] = {}
         stopping = self._res.stopping
-        for v, (src, box) in enumerate(zip(self.sources, boxes)):
-            for kind, vol in src.volumes().items():
+        for v, box in enumerate(boxes):
+            for kind, vol in self._readers[v].items():
                 if vol is None:
                     continue
                 path = slot_path(self.directory, slot, f"{kind}{v}.npy")
@@ -380,6 +424,25 @@ class ChunkStore:
         """Slots queued, loading or loaded now."""
         with self._lock:
             return sorted(self._slots)
+
+    def reading(self) -> bool:
+        """True while a slot is queued or being read."""
+        with self._lock:
+            return any(e.state in ("queued", "loading") for e in self._slots.values())
+
+    def shm_bytes(self) -> int:
+        """Bytes the store's files take in its root (``/dev/shm``) now."""
+        total = 0
+        try:
+            with os.scandir(self.directory) as it:
+                for e in it:
+                    try:
+                        total += e.stat().st_blocks * 512
+                    except OSError:
+                        pass
+        except OSError:
+            return 0
+        return total
 
     def close(self) -> None:
         """Stop the loader thread (after its current read) and remove the directory."""

@@ -20,9 +20,11 @@ Channel handling of a decoded ``(y, x, c)`` tile:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -120,6 +122,8 @@ class TiledVolume(Volume):
             self.fill_value = cast[()]
         self._cache: TileCache | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._cpu_lock = threading.Lock()
+        self._pool_cpu_s = 0.0
         self._pid: int | None = None
         if check_files and self.fill_value is None:
             self.check_files()
@@ -154,14 +158,39 @@ class TiledVolume(Volume):
                 return
             dst[...] = tile[ay0 - ty0 : ay1 - ty0, ax0 - tx0 : ax1 - tx0]
 
+        def copy_tile_timed(task: tuple[int, int, int]) -> None:
+            start = time.thread_time()
+            try:
+                copy_tile(task)
+            finally:
+                spent = time.thread_time() - start
+                with self._cpu_lock:
+                    self._pool_cpu_s += spent
+
         executor = self._ensure_resources()[1]
         if executor is None or len(tasks) <= 1:
             for t in tasks:
                 copy_tile(t)
         else:
-            for _ in executor.map(copy_tile, tasks):
+            for _ in executor.map(copy_tile_timed, tasks):
                 pass
         return out
+
+    @property
+    def pool_cpu_seconds(self) -> float:
+        """CPU seconds the decode threads of this process spent for this volume (tiles decoded
+        inline, with ``threads=1`` or single-tile reads, count in the calling thread instead)."""
+        return self._pool_cpu_s
+
+    def reader_copy(self, threads: int) -> TiledVolume:
+        """The same volume with its own cache (same limit), ``threads`` decode threads and CPU
+        counter; its decode threads start in the thread that first reads from it (and inherit
+        that thread's scheduling priority)."""
+        twin = copy.copy(self)
+        twin.threads = max(1, int(threads))
+        twin._cache, twin._executor, twin._pid = None, None, None
+        twin._cpu_lock, twin._pool_cpu_s = threading.Lock(), 0.0
+        return twin
 
     # ------------------------------------------------------------------ tiles
     def tile(self, z: int, row: int, col: int) -> np.ndarray:
@@ -292,6 +321,7 @@ class TiledVolume(Volume):
         if self._pid != pid:
             with _INIT_LOCK:
                 if self._pid != pid:
+                    self._cpu_lock = threading.Lock()  # may have been held at fork()
                     self._cache = TileCache(self.cache_bytes)
                     self._executor = (
                         ThreadPoolExecutor(self.threads, thread_name_prefix="tile-decode")
@@ -346,7 +376,12 @@ class TiledVolume(Volume):
         state["_cache"] = None
         state["_executor"] = None
         state["_pid"] = None
+        state["_cpu_lock"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cpu_lock = threading.Lock()
 
 
 def open_tiled_volume(
