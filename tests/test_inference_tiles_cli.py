@@ -73,3 +73,78 @@ def test_tile_cache_and_threads_reach_the_inference_volume(project):
     assert (vol.cache_bytes, vol.threads, vol.fill_value) == (3 << 20, 2, 7)
     plain = _default_open_fn(cfg)("data/val_im.h5")  # other formats get no tile options
     assert plain.shape == vol.shape
+
+
+def test_sub_range_writes_only_the_region_with_its_offset(tmp_path):
+    """Identity network: the output is exactly the input's region, starting at output (0, 0, 0),
+    and ``region_offset_zyx`` says where that lies in the input."""
+    from test_inference_chunked import NORM, _array, _engine
+
+    from connectomics_data.geometry import ChunkGrid
+    from connectomics_data.inference import predict_chunked
+    from connectomics_data.inference.chunked import REGION_OFFSET_ATTR
+    from connectomics_data.io.base import ArrayVolume
+
+    a = _array((10, 40, 36))
+    cr = [2, 9, 5, 37, 3, 30]
+    grid = ChunkGrid(a.shape, (2, 2, 1), overlap=False, coord_range=cr)
+    predict_chunked(ArrayVolume(a), grid, _engine(lambda x: x), tmp_path / "r.zarr", normalizer=NORM)
+    group = zarr.open_group(str(tmp_path / "r.zarr"), mode="r")
+    out = group["vol0"][:]
+    assert out.shape == (1, 7, 32, 27)
+    assert group.attrs[REGION_OFFSET_ATTR] == [2, 5, 3] and group.attrs["source_shape_zyx"] == [10, 40, 36]
+    np.testing.assert_allclose(out[0], NORM(a)[2:9, 5:37, 3:30], atol=2e-6)
+
+
+def test_inference_chunk_keys_override_the_training_ones(project, capsys, monkeypatch):
+    """Training chunks (DATASET.*) stay as they are; INFERENCE.DATA_CHUNK_NUM / DATA_COORD_RANGE
+    decide the inference chunks and region."""
+    base = ["--config-file", str(project), *INFER]
+    assert run_cli(base + ["INFERENCE.OUTPUT_PATH", "plain/"], capsys, monkeypatch)[0] == 0
+    rc, stderr, _ = run_cli(base + ["INFERENCE.OUTPUT_PATH", "over/", "DATASET.DATA_CHUNK_NUM", "[2, 2, 2]",
+                                    "INFERENCE.DATA_CHUNK_NUM", "[1, 1, 2]"], capsys, monkeypatch)
+    assert rc == 0, stderr
+    assert zarr.open_group("over/result.zarr", mode="r").attrs["chunk_num"] == [1, 1, 2]
+    assert sorted(p.name for p in Path("over/result.zarr.progress").iterdir()) == [
+        "chunk_000000.json", "chunk_000001.json"]
+    np.testing.assert_array_equal(_prediction("over"), _prediction("plain"))
+    rc, stderr, _ = run_cli(base + ["INFERENCE.OUTPUT_PATH", "region/", "DATASET.DATA_COORD_RANGE",
+                                    "[0, 4, 0, 40, 0, 40]", "INFERENCE.DATA_COORD_RANGE", "[1, 4, 8, 40, 0, 24]"],
+                            capsys, monkeypatch)
+    assert rc == 0, stderr
+    group = zarr.open_group("region/result.zarr", mode="r")
+    assert group["vol0"].shape == (1, 3, 32, 24) and group.attrs["region_offset_zyx"] == [1, 8, 0]
+    rc, stderr, _ = run_cli(base + ["INFERENCE.OUTPUT_PATH", "bad/", "INFERENCE.DATA_CHUNK_NUM", "[1, 1, 90]"],
+                            capsys, monkeypatch)
+    line = error_line(stderr)
+    assert rc == 2 and "INFERENCE.DATA_CHUNK_NUM [1, 1, 90]" in line and "val_im.json" in line
+
+
+def test_rerun_says_which_chunks_were_skipped(project, capsys, monkeypatch):
+    base = ["--config-file", str(project), *INFER, "INFERENCE.OUTPUT_PATH", "again/"]
+    assert run_cli(base, capsys, monkeypatch)[0] == 0
+    capsys.readouterr()
+    from connectomics_data.engine.cli import main
+
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 chunk(s) already predicted into again/result.zarr (chunk ids 0, 1; their markers " \
+           "are in again/result.zarr.progress)" in out
+    assert "skipped (output exists)" not in out
+
+
+def test_interrupt_message_names_the_checkpoint_or_says_there_is_none(tmp_path):
+    from types import SimpleNamespace
+
+    from connectomics_data.datasets.chunk_cleanup import Terminated
+    from connectomics_data.engine.cli import interrupted_message
+
+    cfg = SimpleNamespace(DATASET=SimpleNamespace(OUTPUT_PATH=str(tmp_path)))
+    assert interrupted_message(KeyboardInterrupt(), cfg, False) == \
+        "interrupted before the first checkpoint was written (nothing to resume from)"
+    (tmp_path / "checkpoint_latest.txt").write_text("checkpoint_000004.pth.tar\n")
+    ckpt = tmp_path / "checkpoint_000004.pth.tar"
+    assert interrupted_message(Terminated(15), cfg, False) == \
+        f"terminated by SIGTERM: the last checkpoint written, {ckpt}, is intact (resume with --checkpoint {ckpt})"
+    assert interrupted_message(KeyboardInterrupt(), cfg, True) == \
+        "interrupted: finished outputs are kept; run the same command again to resume"

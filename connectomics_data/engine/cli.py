@@ -77,8 +77,15 @@ def _inference(cfg, args) -> int:
     if info is None or info.is_main:
         for out in report.outputs:
             print(f"wrote {out}")
-        for skipped in report.skipped:
-            print(f"skipped (output exists) {skipped}")
+        if report.mode == "chunked" and report.skipped:
+            from ..inference.chunked import progress_dir
+
+            out = report.outputs[0]
+            print(f"skipped {len(report.skipped)} chunk(s) already predicted into {out} (chunk ids "
+                  f"{', '.join(map(str, report.skipped))}; their markers are in {progress_dir(out)})")
+        else:
+            for skipped in report.skipped:
+                print(f"skipped (output exists) {skipped}")
     return 0
 
 

@@ -8,6 +8,11 @@ outside it; the halo's prediction is discarded. Chunk predictions go into **one*
 (``CHUNK_IND_SPLIT``) never write the same zarr chunk. Optionally each chunk is also written as
 PyTC's ``<stem>_z0-z1-y0-y1-x0-x1.h5`` (dataset ``vol0``, unpadded chunk coordinates).
 
+A sub-range (``DATA_COORD_RANGE``): only the predicted region is written; the zarr's shape is the
+range's and its attribute ``region_offset_zyx`` (:data:`REGION_OFFSET_ATTR`) is the range's start
+in the input (``source_shape_zyx`` the input's shape). Nothing outside the range is written, so
+no unpredicted voxel can be mistaken for background.
+
 Restarts: after a chunk's data is written (zarr writes are synchronous), a marker
 ``<output>.progress/chunk_<id>.json`` is written atomically; chunks with a marker are skipped.
 A chunk interrupted half way has no marker and is recomputed, which rewrites the same bytes.
@@ -34,6 +39,11 @@ from ..io.base import Volume
 from .engine import SlidingWindowInference, _run_attrs
 from .outputs import check_output_path, prediction_file
 from .sinks import MARK_ATTR, MARK_VALUE, RegionSink, TeeSink
+
+REGION_OFFSET_ATTR = "region_offset_zyx"
+"""Zarr attribute of a chunked prediction: where voxel (0, 0, 0) of the output lies in the input
+volume. With ``DATA_COORD_RANGE`` the output covers that range only (shape ``(C, z1 - z0, y1 - y0,
+x1 - x0)``), so ``output[:, i, j, k]`` is input voxel ``(z0 + i, y0 + j, x0 + k)``."""
 
 
 class VolumeView(Volume):
@@ -81,17 +91,20 @@ def aligned_chunks(
 ) -> tuple[tuple[int, ...], bool]:
     """Zarr chunk shape whose boundaries include every chunk-grid boundary, when one exists.
 
-    Per axis: the largest divisor of the gcd of the inner boundaries that is ``<= target``;
+    Boundaries are counted from the start of the grid's ``coord_range`` (the output array covers
+    that range only). Per axis: the largest divisor of the gcd of the inner boundaries that is
+    ``<= target``;
     when that is below ``minimum``, ``target`` is used and the result is flagged unaligned
     (neighbouring grid chunks then share zarr chunks: safe for one job, not for several).
     Returns ``(chunks, aligned)``.
     """
     chunks, aligned = [], True
-    for axis, (length, num) in enumerate(zip(grid.shape, grid.chunk_num)):
+    for axis, num in enumerate(grid.chunk_num):
         lo, hi = grid.coord_range[2 * axis], grid.coord_range[2 * axis + 1]
+        length = hi - lo  # the output covers the range only: cuts are counted from its start
         cuts = set()
         for k in range(num):
-            cuts.update(chunk_bounds(k, num, hi - lo, lo, overlap=False))
+            cuts.update(c - lo for c in chunk_bounds(k, num, hi - lo, lo, overlap=False))
         inner = [c for c in cuts if 0 < c < length]
         cap = max(1, min(int(target[axis]), length))
         if not inner:
@@ -234,13 +247,17 @@ def predict_chunked(
             f"{list(chunk_grid.shape)} at positions without a common zarr chunk size >= 32 voxels; "
             "with several jobs (CHUNK_IND_SPLIT) they would overwrite each other's zarr chunks"
         )
+    cr = chunk_grid.coord_range
+    region = Box(cr[0::2], cr[1::2])
     attrs = {
         **_run_attrs(inference.settings),
         "chunk_num": list(chunk_grid.chunk_num),
-        "coord_range": list(chunk_grid.coord_range),
+        "coord_range": list(cr),
         "source": str(getattr(volume, "path", "")),
+        REGION_OFFSET_ATTR: list(region.start),
+        "source_shape_zyx": list(volume.spatial_shape),
     }
-    shared = _SharedOutput(out, dataset_name, volume.spatial_shape, chunks, attrs)
+    shared = _SharedOutput(out, dataset_name, region.shape, chunks, attrs)
     halo = inference.settings.pad if halo is None else halo
     chunk_dir = Path(chunk_file_dir) if chunk_file_dir is not None else out.parent
     result = ChunkedResult([], [], out)
@@ -252,7 +269,7 @@ def predict_chunked(
             continue
         view = VolumeView(volume, box)
         with contextlib.ExitStack() as stack:
-            sinks = [RegionSink(shared.get, box.start, chunks)]
+            sinks = [RegionSink(shared.get, [a - b for a, b in zip(box.start, region.start)], chunks)]
             if write_chunk_files:
                 target = chunk_dir / chunk_file_name(chunk_file_stem, box)
                 pf = stack.enter_context(prediction_file(target, "h5", overwrite, attrs=attrs))

@@ -14,8 +14,10 @@ Keys read (PyTC semantics; ours marked *):
   ``INFERENCE.OUTPUT_DTYPE``* ('uint8'), ``OUTPUT_FORMAT``* ('h5'), ``MEMORY_BUDGET_MB``* (2048),
   ``WRITE_CHUNK_FILES``* (False);
 * modes: ``INFERENCE.DO_SINGLY`` (+ ``DO_SINGLY_START_INDEX`` / ``DO_SINGLY_STEP``);
-  ``INFERENCE.DO_CHUNK_TITLE`` else ``DATASET.DO_CHUNK_TITLE`` with ``DATASET.DATA_CHUNK_NUM``,
-  ``DATA_CHUNK_IND``, ``CHUNK_IND_SPLIT``, ``DATA_COORD_RANGE``;
+  ``INFERENCE.DO_CHUNK_TITLE`` else ``DATASET.DO_CHUNK_TITLE`` with ``DATA_CHUNK_NUM``,
+  ``DATA_CHUNK_IND``, ``CHUNK_IND_SPLIT``, ``DATA_COORD_RANGE``, each from ``INFERENCE.*``* when
+  set, else ``DATASET.*`` (:func:`chunk_key`); with a coordinate range only that region is
+  written (zarr attribute ``region_offset_zyx``);
 * ``INFERENCE.DO_EVAL``; ``INFERENCE.OUTPUT_SCALE`` and ``INFERENCE.DATA_SCALE`` must be unset
   or all ones (resizing is not supported).
 
@@ -164,6 +166,15 @@ def _default_open_fn(cfg) -> Callable:
     )
 
 
+def chunk_key(cfg, leaf: str, default=None) -> tuple[str, object]:
+    """``(key, value)`` of a chunking key at inference: ``INFERENCE.<leaf>`` when set (ours), else
+    ``DATASET.<leaf>`` (PyTC: shared with training, whose chunks overlap)."""
+    value = _get(cfg, f"INFERENCE.{leaf}")
+    if value is not None:
+        return f"INFERENCE.{leaf}", value
+    return f"DATASET.{leaf}", _get(cfg, f"DATASET.{leaf}", default)
+
+
 def _stem(name: str) -> str:
     for ext in (".h5", ".hdf5", ".hdf", ".zarr"):
         if name.lower().endswith(ext):
@@ -221,24 +232,24 @@ def run_inference_from_cfg(
         if "{" in name:
             raise ConfigError(f"INFERENCE.OUTPUT_NAME {name!r}: templates apply to DO_SINGLY only")
         volume = open_fn(files[0])
-        coord_range = _get(cfg, "DATASET.DATA_COORD_RANGE")
+        range_key, coord_range = chunk_key(cfg, "DATA_COORD_RANGE")
         if coord_range is not None and len(coord_range) and isinstance(coord_range[0], (list, tuple)):
             coord_range = coord_range[0]
-        grid = ChunkGrid(
-            volume.spatial_shape,
-            _get(cfg, "DATASET.DATA_CHUNK_NUM", [1, 1, 1]),
-            overlap=False,
-            coord_range=coord_range,
-        )
-        split = _get(cfg, "DATASET.CHUNK_IND_SPLIT")
+        num_key, chunk_num = chunk_key(cfg, "DATA_CHUNK_NUM", [1, 1, 1])
+        try:
+            grid = ChunkGrid(volume.spatial_shape, chunk_num, overlap=False, coord_range=coord_range)
+        except ValueError as err:
+            raise ConfigError(f"{files[0]} (shape {list(volume.spatial_shape)}): {num_key} {list(chunk_num)} / "
+                              f"{range_key} {coord_range}: {err}") from err
+        split_key, split = chunk_key(cfg, "CHUNK_IND_SPLIT")
         try:
             rank_world = parse_chunk_split(split) if split is not None else None
         except ValueError as err:
-            raise ConfigError(f"DATASET.CHUNK_IND_SPLIT: {err}") from err
+            raise ConfigError(f"{split_key}: {err}") from err
         stem = _stem(name)
         chunk_kwargs = dict(
             normalizer=normalizer_fn(volume),
-            chunk_indices=_get(cfg, "DATASET.DATA_CHUNK_IND"),
+            chunk_indices=chunk_key(cfg, "DATA_CHUNK_IND")[1],
             write_chunk_files=bool(_get(cfg, "INFERENCE.WRITE_CHUNK_FILES", False)),
             chunk_file_stem=stem,
             chunk_file_dir=out_dir,
