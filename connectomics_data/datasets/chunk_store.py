@@ -48,6 +48,7 @@ def _reader(volume: Volume | None, threads: int | None) -> Volume | None:
     tiled volumes (see :meth:`~..io.TiledVolume.reader_copy`), else the volume itself."""
     if volume is None or threads is None or not hasattr(volume, "reader_copy"):
         return volume
+    volume.clear_cache()  # tiles decoded so far (intensity sampling) would stay a second cache
     return volume.reader_copy(threads)
 
 

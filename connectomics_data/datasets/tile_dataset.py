@@ -34,8 +34,11 @@ Sample dict: as :class:`VolumeDataset` (train mode) with ``pos`` = ``[volume, z,
 coordinates of the whole tiled volume (the crop lies inside the chunk box grown by the halo)
 and ``chunk`` = the chunk id.
 
-Memory: about three slots (previous, current, next) of ``chunk + halo`` voxels x bytes per
-voxel of image + label (+ mask) in ``/dev/shm``; labels keep the JSON dtype (uint32 ids).
+Memory: at most three slots (previous, current, next) of ``chunk + halo`` voxels x bytes per
+voxel of image + label (+ mask) in ``/dev/shm``; labels keep the JSON dtype (uint32 ids); plus
+``TILE_CACHE_MB`` per tiled volume in the main process (formula and a measured example:
+``tutorials/tiled_volume.md``, Memory). The slots go with :meth:`close`, on SIGTERM / SIGHUP,
+and, after ``kill -9``, at the next start (:mod:`.chunk_cleanup`).
 """
 
 from __future__ import annotations
