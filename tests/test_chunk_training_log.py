@@ -71,3 +71,44 @@ def test_log_reports_chunks_reads_and_shm_and_frees_slots_before_validation(tmp_
     # iterations 2, 4, 6 are timed (1, 3, 5 start a slot and have their own records)
     assert summary["iterations_while_reading"] + summary["iterations_otherwise"] == 3
     assert any("val_dice" in r for r in records)
+
+
+def test_read_threads_nice_cpu_time_and_no_read_past_the_last_slot(tmp_path):
+    import threading
+
+    import numpy as np
+    from _tiles_common import write_tiles
+
+    from connectomics_data.datasets.chunk_store import ChunkSource, ChunkStore
+    from connectomics_data.geometry import ChunkGrid
+    from connectomics_data.io import open_tiled_volume
+
+    vol = np.random.default_rng(0).integers(0, 256, (6, 64, 64), dtype=np.uint8)
+    image = open_tiled_volume(write_tiles(tmp_path, vol, (16, 16)), threads=4, cache_bytes=0)
+
+    def priority(images, labels, masks):  # runs in the loader thread
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    src = ChunkSource(image, None, None, ChunkGrid(vol.shape, (1, 1, 3), overlap=False), "v")
+    store = ChunkStore([src], ChunkSchedule([0, 1, 2], 1, 1), (1, 2, 2), root=str(tmp_path),
+                       derive=priority, read_threads=2, read_nice=3, last_slot=1)
+    try:
+        store.advance(0)
+        store.wait(0)
+        mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        from connectomics_data.datasets.chunk_slots import open_slot
+
+        data = open_slot(store.directory, 0, 10)
+        assert data.derived == min(19, mine + 3)  # the loader thread runs 3 nicer than training
+        np.testing.assert_array_equal(data.images[0][1:-1, 2:-2, 2:-2], vol[tuple(store.sources[0].grid[data.chunk].slices())])
+        reader = store._readers[0]["img"]
+        assert reader is not image and reader.threads == 2 and image.threads == 4
+        stats = store.history[0]
+        assert stats.cpu_s > 0 and stats.read_s > 0
+        assert store.live_slots() == [0, 1]  # slot 1 prefetched
+        store.advance(1)
+        assert store.live_slots() == [0, 1]  # slot 2 is past the last slot: never read
+        store.wait(1)
+        assert not store.reading() and store.shm_bytes() > 0
+    finally:
+        store.close()
