@@ -108,6 +108,12 @@ def test_inference_chunk_keys_override_the_training_ones(project, capsys, monkey
     assert sorted(p.name for p in Path("over/result.zarr.progress").iterdir()) == [
         "chunk_000000.json", "chunk_000001.json"]
     np.testing.assert_array_equal(_prediction("over"), _prediction("plain"))
+    # another chunking into the same output: refused, naming what to do through the config
+    rc, stderr, _ = run_cli(base + ["INFERENCE.OUTPUT_PATH", "plain/", "INFERENCE.DATA_CHUNK_NUM", "[1, 1, 1]"],
+                            capsys, monkeypatch)
+    line = error_line(stderr)
+    assert rc == 2 and "another chunking or region" in line
+    assert "plain/result.zarr.progress, or set another INFERENCE.OUTPUT_PATH / OUTPUT_NAME" in line
     rc, stderr, _ = run_cli(base + ["INFERENCE.OUTPUT_PATH", "region/", "DATASET.DATA_COORD_RANGE",
                                     "[0, 4, 0, 40, 0, 40]", "INFERENCE.DATA_COORD_RANGE", "[1, 4, 8, 40, 0, 24]"],
                             capsys, monkeypatch)

@@ -379,7 +379,8 @@ class ChunkStore:
             raise OutputError(
                 f"chunk {chunk} (slot {slot}) needs {need / 2**20:.0f} MiB in {self.directory} but only "
                 f"{free / 2**20:.0f} MiB are free: raise DATASET.DATA_CHUNK_NUM (smaller chunks), "
-                "enlarge /dev/shm, or pass another shm_dir"
+                "or free /dev/shm (python scripts/chunk_stores.py lists the chunk stores there, --remove "
+                "frees those of killed runs)"
             )
         arrays: dict[str, str] = {}
         stopping = self._res.stopping

@@ -176,10 +176,27 @@ class _SharedOutput:
             raise OutputError(
                 f"{self.path}/{self.name} exists with shape {list(array.shape)}, dtype "
                 f"{np.dtype(array.dtype).name}, chunks {list(array.chunks)}; this run writes shape "
-                f"{list(want)}, dtype {np.dtype(dtype).name}, chunks {[1, *self.chunks]} (delete it "
-                "or pass overwrite=True)"
+                f"{list(want)}, dtype {np.dtype(dtype).name}, chunks {[1, *self.chunks]}: another chunking, "
+                f"region or INFERENCE.OUTPUT_DTYPE; delete it and {progress_dir(self.path)}, or set another "
+                "INFERENCE.OUTPUT_PATH / OUTPUT_NAME"
             )
         return array
+
+
+def _check_marker(marker: Path, cid: int, box: Box, out: Path) -> None:
+    """A chunk is skipped only when its marker was written for the same box (same chunking and
+    region); otherwise the output belongs to another run."""
+    try:
+        done = json.loads(marker.read_text())
+        same = list(done["start"]) == list(box.start) and list(done["stop"]) == list(box.stop)
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        raise OutputError(
+            f"{out} was predicted with another chunking or region (chunk {cid} is {box} now, but its "
+            f"marker {marker} says otherwise); delete it and {progress_dir(out)}, or set another "
+            "INFERENCE.OUTPUT_PATH / OUTPUT_NAME"
+        )
 
 
 def progress_dir(output_path: str | Path) -> Path:
@@ -265,6 +282,7 @@ def predict_chunked(
         marker = progress / f"chunk_{cid:06d}.json"
         box = chunk_grid[cid]
         if marker.exists():
+            _check_marker(marker, cid, box, out)
             result.skipped.append(cid)
             continue
         view = VolumeView(volume, box)
