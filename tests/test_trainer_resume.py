@@ -62,7 +62,8 @@ def test_resume_continues_at_iteration_3_and_matches_an_uninterrupted_run(projec
     val_full = [r for r in read_log(Path("full/log.jsonl")) if "val_dice" in r]
     val_resumed = [r for r in read_log(Path("resumed/log.jsonl")) if "val_dice" in r]
     assert [r["iteration"] for r in val_full] == [1, 2, 3, 4]
-    assert val_resumed == val_full[2:]
+    untimed = [[{k: v for k, v in r.items() if k != "time"} for r in rs] for rs in (val_resumed, val_full)]
+    assert untimed[0] == untimed[1][2:]
     assert [r["loss"] for r in resumed] == [r["loss"] for r in full[2:]]
     assert [r["lr"] for r in resumed] == [r["lr"] for r in full[2:]]
     assert not Path("resumed/checkpoint_000002.pth.tar").exists()
@@ -123,6 +124,7 @@ def test_tile_dataset_resume_matches_an_uninterrupted_run(project: Path):
     assert main(common + ["--checkpoint", "full/checkpoint_000002.pth.tar",
                           "DATASET.OUTPUT_PATH", "resumed/"]) == 0
     full, resumed = read_log(Path("full/log.jsonl")), read_log(Path("resumed/log.jsonl"))
+    full, resumed = [r for r in full if "loss" in r], [r for r in resumed if "loss" in r]  # no chunk events
     assert [r["loss"] for r in resumed] == [r["loss"] for r in full[2:]]
     a = read_checkpoint("full/checkpoint_000004.pth.tar")
     b = read_checkpoint("resumed/checkpoint_000004.pth.tar")

@@ -193,9 +193,11 @@ KEYS: list[KeySpec] = [
     ours("DATASET.EXTRA_IMAGE_NAME", None, "Extra 'img' target volume(s) (e.g. a clean image for a noisy one), same syntax as IMAGE_NAME; they get the same geometric transforms."),
     ours("DATASET.SAMPLES_PER_EPOCH", 0, "Training samples per epoch; 0 = SOLVER.ITERATION_TOTAL x SAMPLES_PER_BATCH."),
     ours("DATASET.PRELOAD", True, "Load volumes into shared memory once (workers share it, no per-worker copy); False reads boxes lazily from the files."),
-    ours("DATASET.TILE_CACHE_MB", 1024, "Bytes limit (MiB) of the decoded-tile LRU cache of tiled volumes."),
+    ours("DATASET.TILE_CACHE_MB", 1024, "Bytes limit (MiB) of the decoded-tile LRU cache, per tiled volume (image, label, mask each) and per process that reads tiles (see tutorials/tiled_volume.md, Memory)."),
     ours("DATASET.TILE_THREADS", 4, "Threads decoding tiles in parallel."),
     ours("DATASET.TILE_FILL_VALUE", None, "Value for missing tiles; None = a missing tile is an error."),
+    ours("DATASET.CHUNK_READ_THREADS", 2, "DO_CHUNK_TITLE training: tile decode threads of the background read of the next chunk (0 = TILE_THREADS)."),
+    ours("DATASET.CHUNK_READ_NICE", 10, "DO_CHUNK_TITLE training: niceness added to the background chunk read (Linux, per thread; 0 = same priority as training). Higher: less slowdown of training, longer reads."),
     # ------------------------------------------------------------------ AUGMENTOR
     k("AUGMENTOR.ENABLED", True, "Augment training samples; False = sample size is MODEL.INPUT_SIZE."),
     k("AUGMENTOR.SMOOTH", False, "Smooth mask edges after warping (slow with many ids; erases thin structures)."),
@@ -299,6 +301,10 @@ KEYS: list[KeySpec] = [
     ours("INFERENCE.OUTPUT_DTYPE", "uint8", "'uint8' (x255, as PyTC), 'float16' or 'float32'."),
     ours("INFERENCE.OUTPUT_FORMAT", "h5", "'h5' (PyTC layout: one dataset per input volume) or 'zarr'."),
     ours("INFERENCE.MEMORY_BUDGET_MB", 2048, "Accumulators larger than this live in a chunked on-disk array."),
+    ours("INFERENCE.DATA_CHUNK_NUM", None, "DO_CHUNK_TITLE inference: chunks per axis (z, y, x); None = DATASET.DATA_CHUNK_NUM."),
+    ours("INFERENCE.DATA_CHUNK_IND", None, "DO_CHUNK_TITLE inference: chunk ids to predict; None = DATASET.DATA_CHUNK_IND."),
+    ours("INFERENCE.CHUNK_IND_SPLIT", None, "DO_CHUNK_TITLE inference: 'rank-world' share of the chunks; None = DATASET.CHUNK_IND_SPLIT."),
+    ours("INFERENCE.DATA_COORD_RANGE", None, "DO_CHUNK_TITLE inference: [z0, z1, y0, y1, x0, x1] region to predict; None = DATASET.DATA_COORD_RANGE."),
     ours("INFERENCE.WRITE_CHUNK_FILES", False, "Tiled inference: also write PyTC's per-chunk files <name>_z0-z1-y0-y1-x0-x1.h5."),
 ]
 

@@ -248,7 +248,8 @@ def validate_cfg(cfg: CfgNode, provenance: dict[str, str] | None = None, inferen
                 "DATASET.REJECT_SAMPLING.NUM_TRIAL", "MODEL.IN_PLANES", "MODEL.OUT_PLANES",
                 "DATASET.TILE_THREADS"):
         c.positive_int(key)
-    for key in ("SYSTEM.NUM_CPUS", "SYSTEM.NUM_GPUS", "DATASET.SAMPLES_PER_EPOCH", "SOLVER.WARMUP_ITERS"):
+    for key in ("SYSTEM.NUM_CPUS", "SYSTEM.NUM_GPUS", "DATASET.SAMPLES_PER_EPOCH", "SOLVER.WARMUP_ITERS",
+                "DATASET.CHUNK_READ_THREADS", "DATASET.CHUNK_READ_NICE"):
         c.positive_int(key, minimum=0)
     if cfg.SYSTEM.PREFETCH_FACTOR is not None:
         c.positive_int("SYSTEM.PREFETCH_FACTOR")

@@ -107,8 +107,10 @@ def check_voxel_sizes(inputs: _Inputs) -> None:
 def _open(path: str, cfg: CfgNode, what: str, is_label: bool = False) -> Volume:
     kwargs: dict[str, Any] = {}
     if path.endswith(".json"):
+        from ..io.tiles.volume import CONFIG_MISSING_HINT
+
         kwargs = {"cache_bytes": int(cfg.DATASET.TILE_CACHE_MB) << 20, "threads": int(cfg.DATASET.TILE_THREADS),
-                  "fill_value": cfg.DATASET.TILE_FILL_VALUE}
+                  "fill_value": cfg.DATASET.TILE_FILL_VALUE, "missing_hint": CONFIG_MISSING_HINT}
         if is_label:
             kwargs["label_vast"] = bool(cfg.DATASET.LABEL_VAST)
     try:

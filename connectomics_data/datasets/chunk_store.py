@@ -34,6 +34,8 @@ import numpy as np
 from ..errors import OutputError
 from ..geometry import Box, ChunkGrid, normalize_halo
 from ..io.base import Volume
+from . import chunk_cleanup
+from .chunk_cleanup import DIR_PREFIX
 from .chunk_schedule import ChunkSchedule
 from .chunk_slots import KINDS, remove_quietly, slot_path, write_marker
 from .chunk_write import write_volume_box
@@ -41,8 +43,25 @@ from .chunk_write import write_volume_box
 MARKER_KEEP = 8
 """The ``requested``/``freed`` markers of slots this far from the current one are removed."""
 
-DIR_PREFIX = "cdata-chunks-"
-"""Store directories are ``<root>/cdata-chunks-<pid>-<random>``."""
+def _reader(volume: Volume | None, threads: int | None) -> Volume | None:
+    """The volume the loader thread reads: a private copy with ``threads`` decode threads for
+    tiled volumes (see :meth:`~..io.TiledVolume.reader_copy`), else the volume itself."""
+    if volume is None or threads is None or not hasattr(volume, "reader_copy"):
+        return volume
+    volume.clear_cache()  # tiles decoded so far (intensity sampling) would stay a second cache
+    return volume.reader_copy(threads)
+
+
+def _lower_priority(nice: int) -> None:
+    """Loader-thread initializer: add ``nice`` to this thread's niceness (Linux: per thread;
+    threads it starts inherit it). Failures (no permission, other systems) are ignored."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        pass
 
 
 def default_root() -> str:
@@ -75,7 +94,8 @@ class ChunkSource:
 
 @dataclass
 class SlotStats:
-    """Timings of one slot load (``time.perf_counter`` seconds)."""
+    """Timings of one slot load (``time.perf_counter`` seconds; ``cpu_s``: CPU seconds of the
+    loader thread and of the decode threads it used)."""
 
     slot: int
     chunk: int
@@ -83,6 +103,7 @@ class SlotStats:
     started_at: float = float("nan")
     ready_at: float = float("nan")
     read_s: float = float("nan")
+    cpu_s: float = float("nan")
     nbytes: int = 0
     reused_from: int | None = None
 
@@ -99,20 +120,34 @@ class _Slot:
 class _Resources:
     """What must be released even if the store is never closed: the thread and the directory."""
 
-    def __init__(self, directory: str, owner_pid: int):
+    def __init__(self, directory: str, owner_pid: int, lock_fd: int):
         self.directory = directory
         self.owner_pid = owner_pid
+        self.lock_fd: int | None = lock_fd
         self.executor: ThreadPoolExecutor | None = None
+        self.stopping = threading.Event()  # set: running loads stop at their next slab
 
     def release(self) -> None:
         if os.getpid() != self.owner_pid:  # a forked worker's copy: the owner cleans up
             return
+        self.stopping.set()
         if self.executor is not None:
             # the last reference may drop inside the loader thread, which cannot join itself
             inside = threading.current_thread().name.startswith("chunk-load")
             self.executor.shutdown(wait=not inside, cancel_futures=True)
             self.executor = None
+        self.remove_files()
+
+    def remove_files(self) -> None:
+        """Remove the directory now (SIGTERM: from the signal handler, without waiting for the
+        loader thread, whose next write then fails)."""
+        if os.getpid() != self.owner_pid:
+            return
+        self.stopping.set()
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
 
 class ChunkStore:
@@ -129,10 +164,18 @@ class ChunkStore:
         derive: optional ``f(images, labels, masks) -> picklable`` run once per slot in the
             loader thread; readers get its result as :attr:`SlotData.derived`.
         slab_bytes: read granularity.
+        read_threads: decode threads of the background read per tiled volume (a private copy
+            of each :class:`~..io.TiledVolume` with its own cache; None keeps the volume's own).
+        read_nice: niceness added to the loader thread and its decode threads (Linux: per
+            thread; 0 = same priority as training). Lowering priority makes the read yield CPU
+            to the training loop; too low and the read may not finish within DATA_CHUNK_ITER
+            iterations (the loop then waits at the switch).
+        last_slot: no slot after this one is prefetched (the run ends there).
 
     The store directory and its files are removed by :meth:`close`, when the store is
-    garbage-collected, or at interpreter exit (not after SIGKILL: then remove
-    ``<root>/cdata-chunks-<pid>-*`` by hand).
+    garbage-collected, at interpreter exit, and on SIGTERM / SIGHUP (handled like Ctrl-C, see
+    :mod:`.chunk_cleanup`). After SIGKILL the next store created in the same root removes the
+    leftovers (``scripts/chunk_stores.py --remove`` does it by hand).
     """
 
     def __init__(
@@ -146,6 +189,9 @@ class ChunkStore:
         pad_mode: str = "reflect",
         derive: Callable[[list[np.ndarray], list[np.ndarray | None], list[np.ndarray | None]], Any] | None = None,
         slab_bytes: int = 64 << 20,
+        read_threads: int | None = None,
+        read_nice: int = 0,
+        last_slot: int | None = None,
     ):
         self.sources = list(sources)
         self.schedule = schedule
@@ -154,14 +200,22 @@ class ChunkStore:
         self.pad_mode = pad_mode
         self.derive = derive
         self.slab_bytes = int(slab_bytes)
+        self.read_nice = int(read_nice)
+        self.last_slot = None if last_slot is None else int(last_slot)
+        self._readers = [{kind: _reader(vol, read_threads) for kind, vol in src.volumes().items()}
+                         for src in self.sources]
         self.owner_pid = os.getpid()
         root = root or default_root()
+        chunk_cleanup.remove_leftovers(root)
         try:
             self.directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{self.owner_pid}-", dir=root)
+            lock_fd = chunk_cleanup.take_ownership(self.directory)
         except OSError as err:
             raise OutputError(f"cannot create the chunk store directory in {root}: {err}") from err
-        self._res = _Resources(self.directory, self.owner_pid)
+        self._res = _Resources(self.directory, self.owner_pid, lock_fd)
         self._finalizer = weakref.finalize(self, self._res.release)
+        chunk_cleanup.install_signal_handlers()
+        self._on_signal = chunk_cleanup.register(self._res.remove_files)
         self._lock = threading.RLock()
         self._slots: dict[int, _Slot] = {}
         self._marked: set[int] = set()
@@ -194,7 +248,8 @@ class ChunkStore:
         """
         self._check_owner()
         with self._lock:
-            wanted = [slot, slot + 1] if self.prefetch_next else [slot]
+            ahead = self.prefetch_next and (self.last_slot is None or slot + 1 <= self.last_slot)
+            wanted = [slot, slot + 1] if ahead else [slot]
             for s in wanted:
                 self.request(s)
             keep = {slot - 1, *wanted}
@@ -225,7 +280,8 @@ class ChunkStore:
             self._slots[slot] = entry
             self.history.append(stats)
             if self._res.executor is None:
-                self._res.executor = ThreadPoolExecutor(1, thread_name_prefix="chunk-load")
+                self._res.executor = ThreadPoolExecutor(1, thread_name_prefix="chunk-load",
+                                                        initializer=_lower_priority, initargs=(self.read_nice,))
             entry.future = self._res.executor.submit(self._load, slot, entry)
 
     def wait(self, slot: int, timeout: float | None = None) -> None:
@@ -264,6 +320,7 @@ class ChunkStore:
             entry.state = "loading"
         stats = entry.stats
         stats.started_at = time.perf_counter()
+        cpu_start, pool_start = time.thread_time(), self._pool_cpu()
         chunk = stats.chunk
         boxes = self.boxes(chunk)
         try:
@@ -279,6 +336,7 @@ class ChunkStore:
                         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
                     entry.files.append(path)
             stats.read_s = time.perf_counter() - stats.started_at
+            stats.cpu_s = time.thread_time() - cpu_start + self._pool_cpu() - pool_start
             with self._lock:
                 if entry.cancelled:
                     self._delete(slot, entry)
@@ -302,6 +360,10 @@ class ChunkStore:
                     })
             raise
 
+    def _pool_cpu(self) -> float:
+        return sum(float(getattr(v, "pool_cpu_seconds", 0.0)) for r in self._readers for v in r.values()
+                   if v is not None)
+
     def _map(self, arrays: dict[str, str]) -> tuple[list, list, list]:
         out: tuple[list, list, list] = ([], [], [])
         for k, kind in enumerate(KINDS):
@@ -317,17 +379,19 @@ class ChunkStore:
             raise OutputError(
                 f"chunk {chunk} (slot {slot}) needs {need / 2**20:.0f} MiB in {self.directory} but only "
                 f"{free / 2**20:.0f} MiB are free: raise DATASET.DATA_CHUNK_NUM (smaller chunks), "
-                "enlarge /dev/shm, or pass another shm_dir"
+                "or free /dev/shm (python scripts/chunk_stores.py lists the chunk stores there, --remove "
+                "frees those of killed runs)"
             )
         arrays: dict[str, str] = {}
-        for v, (src, box) in enumerate(zip(self.sources, boxes)):
-            for kind, vol in src.volumes().items():
+        stopping = self._res.stopping
+        for v, box in enumerate(boxes):
+            for kind, vol in self._readers[v].items():
                 if vol is None:
                     continue
                 path = slot_path(self.directory, slot, f"{kind}{v}.npy")
                 entry.files.append(path)
                 entry.stats.nbytes += write_volume_box(path, vol, box, self.pad_mode, self.slab_bytes,
-                                                       lambda: entry.cancelled)
+                                                       lambda: entry.cancelled or stopping.is_set())
                 arrays[f"{kind}{v}"] = os.path.basename(path)
         return arrays
 
@@ -362,6 +426,25 @@ class ChunkStore:
         """Slots queued, loading or loaded now."""
         with self._lock:
             return sorted(self._slots)
+
+    def reading(self) -> bool:
+        """True while a slot is queued or being read."""
+        with self._lock:
+            return any(e.state in ("queued", "loading") for e in self._slots.values())
+
+    def shm_bytes(self) -> int:
+        """Bytes the store's files take in its root (``/dev/shm``) now."""
+        total = 0
+        try:
+            with os.scandir(self.directory) as it:
+                for e in it:
+                    try:
+                        total += e.stat().st_blocks * 512
+                    except OSError:
+                        pass
+        except OSError:
+            return 0
+        return total
 
     def close(self) -> None:
         """Stop the loader thread (after its current read) and remove the directory."""

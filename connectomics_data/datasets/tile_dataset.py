@@ -34,8 +34,11 @@ Sample dict: as :class:`VolumeDataset` (train mode) with ``pos`` = ``[volume, z,
 coordinates of the whole tiled volume (the crop lies inside the chunk box grown by the halo)
 and ``chunk`` = the chunk id.
 
-Memory: about three slots (previous, current, next) of ``chunk + halo`` voxels x bytes per
-voxel of image + label (+ mask) in ``/dev/shm``; labels keep the JSON dtype (uint32 ids).
+Memory: at most three slots (previous, current, next) of ``chunk + halo`` voxels x bytes per
+voxel of image + label (+ mask) in ``/dev/shm``; labels keep the JSON dtype (uint32 ids); plus
+``TILE_CACHE_MB`` per tiled volume in the main process (formula and a measured example:
+``tutorials/tiled_volume.md``, Memory). The slots go with :meth:`close`, on SIGTERM / SIGHUP,
+and, after ``kill -9``, at the next start (:mod:`.chunk_cleanup`).
 """
 
 from __future__ import annotations
@@ -145,6 +148,8 @@ class ChunkSampler(torch.utils.data.Sampler[int]):
     def _indices(self, lo: int, hi: int) -> Iterator[int]:
         schedule, store = self.dataset.schedule, self.dataset._store
         assert store is not None
+        if self.dataset.stop_index is not None:  # the run ends there: no index (and no chunk) after it
+            hi = min(hi, self.dataset.stop_index)
         per_slot = schedule.samples_per_slot
         i = lo
         while i < hi:
@@ -203,6 +208,11 @@ class TileDataset(torch.utils.data.Dataset):
         shm_dir: where the slot files go (default ``/dev/shm``).
         prefetch_next: read chunk ``k + 1`` while ``k`` trains (False only to measure it).
         wait_timeout: seconds a reader waits for a slot before raising.
+        read_threads, read_nice: decode threads and added niceness of the background chunk read
+            (:class:`~.chunk_store.ChunkStore`; ``DATASET.CHUNK_READ_THREADS`` / ``CHUNK_READ_NICE``).
+        stop_index: the global sample index at which the run ends (``ITERATION_TOTAL x batch``):
+            the sampler hands out no index from there on, and no chunk after the last one used
+            is read.
         **sample_options: passed to :class:`VolumeDataset` (see :data:`SAMPLE_OPTIONS`).
     """
 
@@ -230,6 +240,9 @@ class TileDataset(torch.utils.data.Dataset):
         shm_dir: str | None = None,
         prefetch_next: bool = True,
         wait_timeout: float = 600.0,
+        read_threads: int | None = None,
+        read_nice: int = 0,
+        stop_index: int | None = None,
         **sample_options: Any,
     ):
         unknown = sorted(set(sample_options) - set(SAMPLE_OPTIONS))
@@ -267,8 +280,12 @@ class TileDataset(torch.utils.data.Dataset):
         derive = None
         if policy.screen and (any(m is not None for m in masks) or (policy.tests_foreground and any(self.has_label))):
             derive = _ScreenTables(policy, sample_options.get("screen_block", (1, 8, 8)))
+        self.stop_index = None if stop_index is None else int(stop_index)
+        last_slot = None if self.stop_index is None else self.schedule.slot_of(max(0, self.stop_index - 1))
         self._store: ChunkStore | None = ChunkStore(sources, self.schedule, [v for p in self.halo for v in p],
-                                                    root=shm_dir, prefetch_next=prefetch_next, derive=derive)
+                                                    root=shm_dir, prefetch_next=prefetch_next, derive=derive,
+                                                    read_threads=read_threads, read_nice=read_nice,
+                                                    last_slot=last_slot)
         self.directory = self._store.directory
         self._owner_pid = os.getpid()
         self._views: dict[int, tuple[VolumeDataset, SlotData]] = {}
@@ -385,6 +402,21 @@ class TileDataset(torch.utils.data.Dataset):
         """Timings of every slot load of this run (main process)."""
         return [] if self._store is None else list(self._store.history)
 
+    def slot_stats(self, slot: int) -> SlotStats | None:
+        """The timings of the latest load of ``slot`` (main process), or None."""
+        for stats in reversed(self.load_history):
+            if stats.slot == slot:
+                return stats
+        return None
+
+    def reading(self) -> bool:
+        """True while a chunk is queued or being read in the background (main process)."""
+        return self._store is not None and not self._store.closed and self._store.reading()
+
+    def shm_bytes(self) -> int:
+        """Bytes of the chunk slots in shared memory now (main process)."""
+        return 0 if self._store is None or self._store.closed else self._store.shm_bytes()
+
     def close(self) -> None:
         """Free the shared-memory slots and stop the loader thread (main process)."""
         self._views.clear()
@@ -473,4 +505,6 @@ def build_tile_dataset(cfg: CfgNode, mode: str = "train", rank: int = 0, world_s
         erosion=m.LABEL_EROSION, dilation=m.LABEL_DILATION, rejection=policy,
         volume_weights=inputs.weights if d.VOLUME_SAMPLING == "element" else None,
         do_2d=bool(d.DO_2D), reduce_labels=bool(d.REDUCE_LABEL),
+        read_threads=int(d.CHUNK_READ_THREADS) or int(d.TILE_THREADS), read_nice=int(d.CHUNK_READ_NICE),
+        stop_index=int(cfg.SOLVER.ITERATION_TOTAL) * batch,
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -76,8 +78,15 @@ def _inference(cfg, args) -> int:
     if info is None or info.is_main:
         for out in report.outputs:
             print(f"wrote {out}")
-        for skipped in report.skipped:
-            print(f"skipped (output exists) {skipped}")
+        if report.mode == "chunked" and report.skipped:
+            from ..inference.chunked import progress_dir
+
+            out = report.outputs[0]
+            print(f"skipped {len(report.skipped)} chunk(s) already predicted into {out} (chunk ids "
+                  f"{', '.join(map(str, report.skipped))}; their markers are in {progress_dir(out)})")
+        else:
+            for skipped in report.skipped:
+                print(f"skipped (output exists) {skipped}")
     return 0
 
 
@@ -142,6 +151,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         stream.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def interrupted_message(err: BaseException, cfg, inference: bool) -> str:
+    """One line for an interrupted run: the signal, and what is kept on disk."""
+    what = f"terminated by {err.name}" if hasattr(err, "signum") and hasattr(err, "name") else "interrupted"
+    if cfg is None:
+        return f"{what} while reading the config"
+    if inference:
+        return f"{what}: finished outputs are kept; run the same command again to resume"
+    latest = Path(cfg.DATASET.OUTPUT_PATH) / "checkpoint_latest.txt"
+    try:
+        name = latest.read_text().strip()
+    except OSError:
+        name = ""
+    if not name:
+        return f"{what} before the first checkpoint was written (nothing to resume from)"
+    path = latest.parent / name
+    return f"{what}: the last checkpoint written, {path}, is intact (resume with --checkpoint {path})"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     tail = []
@@ -169,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectomicsDataError as err:
         print(f"error: {one_line_message(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint written is intact", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM / SIGHUP (datasets.chunk_cleanup)
+        message = interrupted_message(err, locals().get("cfg"), args.inference)
+        status = 128 + int(getattr(err, "signum", 2))
+        traceback.clear_frames(err.__traceback__)  # stop DataLoader workers before printing
+    gc.collect()
+    print(message, file=sys.stderr)
+    return status

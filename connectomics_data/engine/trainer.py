@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ..io.atomic import atomic_output, ensure_directory
 from ..loader import DevicePrefetcher, build_dataloader
 from ..targets import parse_targets
 from .checkpoint import load_checkpoint, save_checkpoint, unwrap_model
+from .chunk_monitor import ChunkMonitor
 from .losses import Criterion, prediction_activation
 from .metrics import DiceIoU
 from .solver import (
@@ -54,7 +56,8 @@ class JsonLinesLog:
             raise OutputError(f"cannot open the log {path}: {err.strerror or err}") from err
 
     def write(self, **record: Any) -> None:
-        self.file.write(json.dumps(record) + "\n")
+        """One record, stamped with ``time`` (Unix seconds) unless it has one."""
+        self.file.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
     def close(self) -> None:
         self.file.close()
@@ -138,6 +141,9 @@ class Trainer:
 
             print(startup_line(self.device, loader, self.world_size), flush=True)
         log = JsonLinesLog(self.output_dir / "log.jsonl") if self.is_main else None
+        chunks = ChunkMonitor.for_loader(loader, self.start_iteration)  # DO_CHUNK_TITLE training
+        if chunks is not None and self.show_progress:
+            print(chunks.startup_line(), file=sys.stderr, flush=True)
         writer = _tensorboard(self.output_dir / "tensorboard") if self.is_main else None
         progress = None
         if self.show_progress:
@@ -156,8 +162,13 @@ class Trainer:
                     waited = prefetcher.wait_seconds - wait_before
                     wait_before = prefetcher.wait_seconds
                     wait_window += waited
+                    if chunks is not None:
+                        chunks.step_started()
                     loss, terms = self._step(batch)
                     iteration += 1
+                    switch = chunks.step_done(iteration, waited) if chunks is not None else None
+                    if switch is not None and log is not None:
+                        log.write(**switch)
                     n_window += len(batch)
                     if progress is not None:
                         progress.update(1)
@@ -169,11 +180,13 @@ class Trainer:
                             "data_wait_share": wait_window / max(elapsed, 1e-9),
                             "rejection_trials_per_sample": float(batch.trials.float().mean()) if batch.trials is not None else 1.0,
                             **terms,
+                            **(chunks.fields() if chunks is not None else {}),
                         }
                         if progress is not None:
                             progress.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.2e}",
                                                  sps=f"{record['samples_per_s']:.1f}",
-                                                 wait=f"{100 * record['data_wait_share']:.0f}%")
+                                                 wait=f"{100 * record['data_wait_share']:.0f}%",
+                                                 **({"chunk": record["chunk"]} if chunks is not None else {}))
                         if log is not None:
                             log.write(**record)
                         if writer is not None:
@@ -195,6 +208,13 @@ class Trainer:
         finally:
             if progress is not None:
                 progress.close()
+        if chunks is not None:  # report the reads' cost, free /dev/shm before the final validation
+            summary = chunks.summary()
+            if log is not None:
+                log.write(**summary)
+            if self.show_progress:
+                print(chunks.summary_line(summary), file=sys.stderr, flush=True)
+            chunks.release(loader)
         if self.is_main and iteration % int(cfg.SOLVER.ITERATION_SAVE) != 0:
             self.save(iteration)
         if cfg.DATASET.VAL_IMAGE_NAME:

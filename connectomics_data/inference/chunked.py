@@ -8,6 +8,12 @@ outside it; the halo's prediction is discarded. Chunk predictions go into **one*
 (``CHUNK_IND_SPLIT``) never write the same zarr chunk. Optionally each chunk is also written as
 PyTC's ``<stem>_z0-z1-y0-y1-x0-x1.h5`` (dataset ``vol0``, unpadded chunk coordinates).
 
+A sub-range (``DATA_COORD_RANGE``): only the predicted region is written; the zarr's shape is the
+range's and its attribute ``region_offset_zyx`` (:data:`REGION_OFFSET_ATTR`) is the range's start
+in the input (``source_shape_zyx`` the input's shape); with ``OUTPUT_SCALE`` the offset is in the
+resampled output's grid (``floor(start * m / n)`` per axis). Nothing outside the range is written, so
+no unpredicted voxel can be mistaken for background.
+
 Restarts: after a chunk's data is written (zarr writes are synchronous), a marker
 ``<output>.progress/chunk_<id>.json`` is written atomically; chunks with a marker are skipped.
 A chunk interrupted half way has no marker and is recomputed, which rewrites the same bytes.
@@ -34,8 +40,13 @@ from ..io.base import Volume
 from ..io.formats.ome_zarr import write_ome_zarr_metadata
 from .engine import SlidingWindowInference, _run_attrs
 from .outputs import check_output_path, prediction_file
-from .resample import AxisResample, ScaleGeometry, is_identity, output_voxel_size, scaled_shape
+from .resample import AxisResample, ScaleGeometry, is_identity, output_voxel_size
 from .sinks import MARK_ATTR, MARK_VALUE, RegionSink, TeeSink
+
+REGION_OFFSET_ATTR = "region_offset_zyx"
+"""Zarr attribute of a chunked prediction: where voxel (0, 0, 0) of the output lies in the input
+volume. With ``DATA_COORD_RANGE`` the output covers that range only (shape ``(C, z1 - z0, y1 - y0,
+x1 - x0)``), so ``output[:, i, j, k]`` is input voxel ``(z0 + i, y0 + j, x0 + k)``."""
 
 
 class VolumeView(Volume):
@@ -84,7 +95,9 @@ def aligned_chunks(
 ) -> tuple[tuple[int, ...], bool]:
     """Zarr chunk shape whose boundaries include every chunk-grid boundary, when one exists.
 
-    Per axis: the largest divisor of the gcd of the inner boundaries that is ``<= target``;
+    Boundaries are counted from the start of the grid's ``coord_range`` (the output array covers
+    that range only). Per axis: the largest divisor of the gcd of the inner boundaries that is
+    ``<= target``;
     when that is below ``minimum``, ``target`` is used and the result is flagged unaligned
     (neighbouring grid chunks then share zarr chunks: safe for one job, not for several).
     With ``scale`` (OUTPUT_SCALE) the boundaries are those of the resampled output.
@@ -92,12 +105,15 @@ def aligned_chunks(
     """
     chunks, aligned = [], True
     axes = [AxisResample.from_scale(n, f) for n, f in zip(grid.shape, scale or (1.0, 1.0, 1.0))]
-    for axis, (_, num) in enumerate(zip(grid.shape, grid.chunk_num)):
+    for axis, num in enumerate(grid.chunk_num):
         lo, hi = grid.coord_range[2 * axis], grid.coord_range[2 * axis + 1]
-        length = axes[axis].m
+        # the output covers the range only: cuts are counted from its start (in the output grid)
+        o_lo = axes[axis].output_cut(lo)
+        length = axes[axis].output_cut(hi) - o_lo
         cuts = set()
         for k in range(num):
-            cuts.update(axes[axis].output_cut(c) for c in chunk_bounds(k, num, hi - lo, lo, overlap=False))
+            cuts.update(axes[axis].output_cut(c) - o_lo
+                        for c in chunk_bounds(k, num, hi - lo, lo, overlap=False))
         inner = [c for c in cuts if 0 < c < length]
         cap = max(1, min(int(target[axis]), length))
         if not inner:
@@ -171,10 +187,27 @@ class _SharedOutput:
             raise OutputError(
                 f"{self.path}/{self.name} exists with shape {list(array.shape)}, dtype "
                 f"{np.dtype(array.dtype).name}, chunks {list(array.chunks)}; this run writes shape "
-                f"{list(want)}, dtype {np.dtype(dtype).name}, chunks {[1, *self.chunks]} (delete it "
-                "or pass overwrite=True)"
+                f"{list(want)}, dtype {np.dtype(dtype).name}, chunks {[1, *self.chunks]}: another chunking, "
+                f"region or INFERENCE.OUTPUT_DTYPE; delete it and {progress_dir(self.path)}, or set another "
+                "INFERENCE.OUTPUT_PATH / OUTPUT_NAME"
             )
         return array
+
+
+def _check_marker(marker: Path, cid: int, box: Box, out: Path) -> None:
+    """A chunk is skipped only when its marker was written for the same box (same chunking and
+    region); otherwise the output belongs to another run."""
+    try:
+        done = json.loads(marker.read_text())
+        same = list(done["start"]) == list(box.start) and list(done["stop"]) == list(box.stop)
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        raise OutputError(
+            f"{out} was predicted with another chunking or region (chunk {cid} is {box} now, but its "
+            f"marker {marker} says otherwise); delete it and {progress_dir(out)}, or set another "
+            "INFERENCE.OUTPUT_PATH / OUTPUT_NAME"
+        )
 
 
 def progress_dir(output_path: str | Path) -> Path:
@@ -243,14 +276,20 @@ def predict_chunked(
             f"{list(chunk_grid.shape)} at positions without a common zarr chunk size >= 32 voxels; "
             "with several jobs (CHUNK_IND_SPLIT) they would overwrite each other's zarr chunks"
         )
+    cr = chunk_grid.coord_range
+    region = Box(cr[0::2], cr[1::2])
+    out_axes = [AxisResample.from_scale(n, f) for n, f in zip(volume.spatial_shape, scale)]
+    out_region = Box(tuple(ax.output_cut(a) for ax, a in zip(out_axes, region.start)),
+                     tuple(ax.output_cut(b) for ax, b in zip(out_axes, region.stop)))
     attrs = {
         **_run_attrs(inference.settings),
         "chunk_num": list(chunk_grid.chunk_num),
-        "coord_range": list(chunk_grid.coord_range),
+        "coord_range": list(cr),
         "source": str(getattr(volume, "path", "")),
+        REGION_OFFSET_ATTR: list(out_region.start),
+        "source_shape_zyx": list(volume.spatial_shape),
     }
-    out_shape = scaled_shape(volume.spatial_shape, scale)
-    shared = _SharedOutput(out, dataset_name, out_shape, chunks, attrs,
+    shared = _SharedOutput(out, dataset_name, out_region.shape, chunks, attrs,
                            output_voxel_size(getattr(volume, "voxel_size", None),
                                              volume.spatial_shape, scale))
     halo = inference.settings.pad if halo is None else halo
@@ -260,6 +299,7 @@ def predict_chunked(
         marker = progress / f"chunk_{cid:06d}.json"
         box = chunk_grid[cid]
         if marker.exists():
+            _check_marker(marker, cid, box, out)
             result.skipped.append(cid)
             continue
         view, geometry, out_box = VolumeView(volume, box), None, box
@@ -274,7 +314,7 @@ def predict_chunked(
                 geometry = ScaleGeometry(whole.scale, whole.full_shape, need.start, out_box)
                 view = VolumeView(volume, need)
         with contextlib.ExitStack() as stack:
-            sinks = [RegionSink(shared.get, out_box.start, chunks)]
+            sinks = [RegionSink(shared.get, [a - b for a, b in zip(out_box.start, out_region.start)], chunks)]
             if write_chunk_files and not out_box.is_empty:
                 target = chunk_dir / chunk_file_name(chunk_file_stem, box)
                 pf = stack.enter_context(prediction_file(target, "h5", overwrite, attrs=attrs))

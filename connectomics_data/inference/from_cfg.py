@@ -8,14 +8,17 @@ Keys read (PyTC semantics; ours marked *):
   ``DATASET.PAD_MODE``, ``INFERENCE.UNPAD``, ``INFERENCE.BLENDING``, ``INFERENCE.AUG_MODE`` /
   ``AUG_NUM``, ``INFERENCE.SAMPLES_PER_BATCH``, ``DATASET.DO_2D``;
 * input: ``DATASET.MEAN`` / ``STD`` / ``MATCH_ACT`` / ``NORMALIZE_RANGE``, ``DATASET.LOAD_2D``,
-  ``DATASET.DROP_CHANNEL``;
+  ``DATASET.DROP_CHANNEL``; tile JSONs: ``DATASET.TILE_CACHE_MB`` / ``TILE_THREADS`` /
+  ``TILE_FILL_VALUE``* (as in training);
 * output: ``INFERENCE.OUTPUT_PATH`` (else ``DATASET.OUTPUT_PATH``), ``INFERENCE.OUTPUT_NAME``,
   ``INFERENCE.OUTPUT_DTYPE``* ('uint8'), ``OUTPUT_FORMAT``* ('h5'), ``MEMORY_BUDGET_MB``* (2048),
   ``WRITE_CHUNK_FILES``* (False);
 * modes: ``INFERENCE.DO_SINGLY`` (+ ``DO_SINGLY_START_INDEX`` / ``DO_SINGLY_STEP``): one output
   per input file, globs expanded and 2D images read as ``(1, y, x)`` whatever ``LOAD_2D`` says;
-  ``INFERENCE.DO_CHUNK_TITLE`` else ``DATASET.DO_CHUNK_TITLE`` with ``DATASET.DATA_CHUNK_NUM``,
-  ``DATA_CHUNK_IND``, ``CHUNK_IND_SPLIT``, ``DATA_COORD_RANGE``;
+  ``INFERENCE.DO_CHUNK_TITLE`` else ``DATASET.DO_CHUNK_TITLE`` with ``DATA_CHUNK_NUM``,
+  ``DATA_CHUNK_IND``, ``CHUNK_IND_SPLIT``, ``DATA_COORD_RANGE``, each from ``INFERENCE.*``* when
+  set, else ``DATASET.*`` (:func:`chunk_key`); with a coordinate range only that region is
+  written (zarr attribute ``region_offset_zyx``);
 * ``INFERENCE.DO_EVAL``; ``INFERENCE.OUTPUT_SCALE`` (the prediction is resampled, see
   :mod:`.resample`; with ``DATASET.DO_2D`` only y and x, as PyTC); ``INFERENCE.DATA_SCALE``
   must be unset or all ones (input resizing is not supported at inference).
@@ -143,11 +146,28 @@ def output_dir_from_cfg(cfg) -> Path:
     return Path(str(path))
 
 
-def _open_input(path, **kwargs):
-    """``open_volume`` for an inference input; a missing or unreadable file names the key."""
+def tile_options_from_cfg(cfg) -> dict:
+    """``open_tiled_volume`` keywords from ``DATASET.TILE_CACHE_MB`` / ``TILE_THREADS`` /
+    ``TILE_FILL_VALUE``, as training and validation use them; missing-tile messages name the key."""
+    from ..io.tiles.volume import CONFIG_MISSING_HINT
+
+    return {
+        "cache_bytes": int(_get(cfg, "DATASET.TILE_CACHE_MB", 1024)) << 20,
+        "threads": int(_get(cfg, "DATASET.TILE_THREADS", 4)),
+        "fill_value": _get(cfg, "DATASET.TILE_FILL_VALUE"),
+        "missing_hint": CONFIG_MISSING_HINT,
+    }
+
+
+def _open_input(path, tile_options: dict | None = None, **kwargs):
+    """``open_volume`` for an inference input (tile options for tile JSONs); a missing or
+    unreadable file names the key."""
     from ..errors import VolumeError, VolumeNotFoundError
     from ..io import open_volume
+    from ..io.open import TILE_EXTENSIONS, extension
 
+    if tile_options and isinstance(path, (str, Path)) and extension(str(path)) in TILE_EXTENSIONS:
+        kwargs = {**kwargs, **tile_options}
     try:
         return open_volume(path, **kwargs)
     except (VolumeError, VolumeNotFoundError) as err:
@@ -161,7 +181,17 @@ def _default_open_fn(cfg, singly: bool = False) -> Callable:
         allow_2d=singly or bool(_get(cfg, "DATASET.LOAD_2D", False)),
         drop_channel=bool(_get(cfg, "DATASET.DROP_CHANNEL", False)),
         scale=tuple(float(v) for v in voxel) if isinstance(voxel, (list, tuple)) else voxel,
+        tile_options=tile_options_from_cfg(cfg),
     )
+
+
+def chunk_key(cfg, leaf: str, default=None) -> tuple[str, object]:
+    """``(key, value)`` of a chunking key at inference: ``INFERENCE.<leaf>`` when set (ours), else
+    ``DATASET.<leaf>`` (PyTC: shared with training, whose chunks overlap)."""
+    value = _get(cfg, f"INFERENCE.{leaf}")
+    if value is not None:
+        return f"INFERENCE.{leaf}", value
+    return f"DATASET.{leaf}", _get(cfg, f"DATASET.{leaf}", default)
 
 
 def _stem(name: str) -> str:
@@ -224,24 +254,24 @@ def run_inference_from_cfg(
             raise ConfigError(f"INFERENCE.OUTPUT_NAME {name!r}: templates apply to DO_SINGLY only")
         check_output_name(name)
         volume = open_fn(files[0])
-        coord_range = _get(cfg, "DATASET.DATA_COORD_RANGE")
+        range_key, coord_range = chunk_key(cfg, "DATA_COORD_RANGE")
         if coord_range is not None and len(coord_range) and isinstance(coord_range[0], (list, tuple)):
             coord_range = coord_range[0]
-        grid = ChunkGrid(
-            volume.spatial_shape,
-            _get(cfg, "DATASET.DATA_CHUNK_NUM", [1, 1, 1]),
-            overlap=False,
-            coord_range=coord_range,
-        )
-        split = _get(cfg, "DATASET.CHUNK_IND_SPLIT")
+        num_key, chunk_num = chunk_key(cfg, "DATA_CHUNK_NUM", [1, 1, 1])
+        try:
+            grid = ChunkGrid(volume.spatial_shape, chunk_num, overlap=False, coord_range=coord_range)
+        except ValueError as err:
+            raise ConfigError(f"{files[0]} (shape {list(volume.spatial_shape)}): {num_key} {list(chunk_num)} / "
+                              f"{range_key} {coord_range}: {err}") from err
+        split_key, split = chunk_key(cfg, "CHUNK_IND_SPLIT")
         try:
             rank_world = parse_chunk_split(split) if split is not None else None
         except ValueError as err:
-            raise ConfigError(f"DATASET.CHUNK_IND_SPLIT: {err}") from err
+            raise ConfigError(f"{split_key}: {err}") from err
         stem = _stem(name)
         chunk_kwargs = dict(
             normalizer=normalizer_fn(volume),
-            chunk_indices=_get(cfg, "DATASET.DATA_CHUNK_IND"),
+            chunk_indices=chunk_key(cfg, "DATA_CHUNK_IND")[1],
             write_chunk_files=bool(_get(cfg, "INFERENCE.WRITE_CHUNK_FILES", False)),
             chunk_file_stem=stem,
             chunk_file_dir=out_dir,

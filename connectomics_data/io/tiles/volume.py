@@ -20,9 +20,11 @@ Channel handling of a decoded ``(y, x, c)`` tile:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,6 +39,12 @@ from .spec import TileSpec, find_missing, load_tile_json
 
 DEFAULT_CACHE_BYTES = 512 * 2**20
 """Default decoded-tile cache size per volume and per process (512 MiB)."""
+
+API_MISSING_HINT = "pass fill_value=... to fill them, check_files=False to defer"
+"""How a missing-tile message tells a Python caller to proceed."""
+
+CONFIG_MISSING_HINT = "set DATASET.TILE_FILL_VALUE (e.g. 0) to fill them"
+"""The same for a volume opened from a config (training, validation, inference)."""
 
 _INIT_LOCK = threading.Lock()
 
@@ -75,6 +83,8 @@ class TiledVolume(Volume):
         threads: decode threads per read (default :func:`default_threads`); 1 decodes inline.
         check_files: list every tile file up front and raise if any is missing (skipped when
             ``fill_value`` is given).
+        missing_hint: what a missing-tile message tells the user to do (default
+            :data:`API_MISSING_HINT`; volumes opened from a config name the config key).
     """
 
     def __init__(
@@ -87,8 +97,10 @@ class TiledVolume(Volume):
         fill_value: float | None = None,
         threads: int | None = None,
         check_files: bool = True,
+        missing_hint: str | None = None,
     ):
         self.spec = spec
+        self.missing_hint = missing_hint or API_MISSING_HINT
         self.path = spec.json_path
         self.label_vast = bool(label_vast)
         if is_label is None:
@@ -110,6 +122,8 @@ class TiledVolume(Volume):
             self.fill_value = cast[()]
         self._cache: TileCache | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._cpu_lock = threading.Lock()
+        self._pool_cpu_s = 0.0
         self._pid: int | None = None
         if check_files and self.fill_value is None:
             self.check_files()
@@ -144,14 +158,39 @@ class TiledVolume(Volume):
                 return
             dst[...] = tile[ay0 - ty0 : ay1 - ty0, ax0 - tx0 : ax1 - tx0]
 
+        def copy_tile_timed(task: tuple[int, int, int]) -> None:
+            start = time.thread_time()
+            try:
+                copy_tile(task)
+            finally:
+                spent = time.thread_time() - start
+                with self._cpu_lock:
+                    self._pool_cpu_s += spent
+
         executor = self._ensure_resources()[1]
         if executor is None or len(tasks) <= 1:
             for t in tasks:
                 copy_tile(t)
         else:
-            for _ in executor.map(copy_tile, tasks):
+            for _ in executor.map(copy_tile_timed, tasks):
                 pass
         return out
+
+    @property
+    def pool_cpu_seconds(self) -> float:
+        """CPU seconds the decode threads of this process spent for this volume (tiles decoded
+        inline, with ``threads=1`` or single-tile reads, count in the calling thread instead)."""
+        return self._pool_cpu_s
+
+    def reader_copy(self, threads: int) -> TiledVolume:
+        """The same volume with its own cache (same limit), ``threads`` decode threads and CPU
+        counter; its decode threads start in the thread that first reads from it (and inherit
+        that thread's scheduling priority)."""
+        twin = copy.copy(self)
+        twin.threads = max(1, int(threads))
+        twin._cache, twin._executor, twin._pid = None, None, None
+        twin._cpu_lock, twin._pool_cpu_s = threading.Lock(), 0.0
+        return twin
 
     # ------------------------------------------------------------------ tiles
     def tile(self, z: int, row: int, col: int) -> np.ndarray:
@@ -176,8 +215,7 @@ class TiledVolume(Volume):
             if self.fill_value is not None:
                 raise _MissingTile(path) from None
             raise TileJSONError(
-                f"tile file {path} ({self._where(z, row, col)}) is missing; pass fill_value=... "
-                "to fill missing tiles"
+                f"tile file {path} ({self._where(z, row, col)}) is missing; {self.missing_hint}"
             ) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise VolumeError(f"cannot decode tile file {path} ({self._where(z, row, col)}): {err}") from None
@@ -283,6 +321,7 @@ class TiledVolume(Volume):
         if self._pid != pid:
             with _INIT_LOCK:
                 if self._pid != pid:
+                    self._cpu_lock = threading.Lock()  # may have been held at fork()
                     self._cache = TileCache(self.cache_bytes)
                     self._executor = (
                         ThreadPoolExecutor(self.threads, thread_name_prefix="tile-decode")
@@ -310,7 +349,7 @@ class TiledVolume(Volume):
             more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise TileJSONError(
                 f"tile JSON {self.path}: {len(missing)} of {len(paths)} tile files are missing "
-                f"(pass fill_value=... to fill them, check_files=False to defer):\n  {shown}{more}"
+                f"({self.missing_hint}):\n  {shown}{more}"
             )
 
     def close(self) -> None:
@@ -337,7 +376,12 @@ class TiledVolume(Volume):
         state["_cache"] = None
         state["_executor"] = None
         state["_pid"] = None
+        state["_cpu_lock"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cpu_lock = threading.Lock()
 
 
 def open_tiled_volume(
@@ -348,6 +392,7 @@ def open_tiled_volume(
     threads: int | None = None,
     check_files: bool = True,
     is_label: bool | None = None,
+    missing_hint: str | None = None,
 ) -> TiledVolume:
     """Open the tiled volume a PyTC tile JSON describes; see :class:`TiledVolume` for the args.
 
@@ -366,4 +411,5 @@ def open_tiled_volume(
         fill_value=fill_value,
         threads=threads,
         check_files=check_files,
+        missing_hint=missing_hint,
     )
