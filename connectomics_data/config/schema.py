@@ -78,6 +78,7 @@ KEYS: list[KeySpec] = [
     ours("SYSTEM.PERSISTENT_WORKERS", True, "Keep DataLoader workers alive between epochs."),
     ours("SYSTEM.PREFETCH_FACTOR", 2, "Batches prefetched per DataLoader worker."),
     ours("SYSTEM.PIN_MEMORY", True, "Pin batches in page-locked memory (only when CUDA is present)."),
+    ours("SYSTEM.LOADER_MODE", "thread", "Who makes training batches: 'thread' (NUM_CPUS threads of the training process: nothing is pickled or copied between processes, one runtime in memory; the work runs in GIL-releasing numpy/torch kernels) or 'process' (NUM_CPUS DataLoader worker processes). Same batches, bit for bit; see benchmarks/README.md for the measured choice."),
     # ------------------------------------------------------------------ MODEL
     k("MODEL.ARCHITECTURE", "unet_3d", "'unet_3d' (residual, anisotropic EM pooling) or 'unet_2d'; other PyTC names are an error listing these."),
     k("MODEL.BLOCK_TYPE", "residual", "'residual' or 'residual_se' blocks."),

@@ -9,8 +9,36 @@ import torch
 import torch.utils.data
 from yacs.config import CfgNode
 
-from .batch import collate_samples
+from .batch import Batch, collate_samples
+from .finish import BufferPool, finish_batch
 from .sampler import SampleIndexSampler
+from .threads import ThreadLoader
+
+LOADER_MODES = ("process", "thread")
+
+
+def collate_finished(samples: list[dict[str, Any]]) -> Batch:
+    """:func:`collate_samples` + :func:`finish_batch`: the ready CPU batch, made in the worker."""
+    return finish_batch(collate_samples(samples))
+
+
+def _pooled_finish():
+    pool = BufferPool()
+
+    def finish(batch: Batch) -> Batch:
+        return finish_batch(batch, pool)
+
+    return finish
+
+
+def loader_mode(cfg: CfgNode) -> str:
+    """SYSTEM.LOADER_MODE, checked: 'thread' or 'process'."""
+    from ..errors import ConfigError
+
+    mode = str(cfg.SYSTEM.get("LOADER_MODE", "thread")).lower()
+    if mode not in LOADER_MODES:
+        raise ConfigError(f"SYSTEM.LOADER_MODE must be one of {list(LOADER_MODES)}, got {mode!r}")
+    return mode
 
 
 def local_world_size(world_size: int = 1) -> int:
@@ -25,13 +53,23 @@ def num_workers_for(cfg: CfgNode, world_size: int = 1) -> int:
 
 def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, rank: int = 0,
                      world_size: int = 1, seed: int | None = None, start_index: int = 0,
-                     num_workers: int | None = None) -> torch.utils.data.DataLoader:
+                     num_workers: int | None = None, mode_override: str | None = None,
+                     finish: bool | None = None) -> torch.utils.data.DataLoader | ThreadLoader:
     """A DataLoader over :func:`~connectomics_data.datasets.build_dataset` (or ``dataset``).
 
     Train: batches of SOLVER.SAMPLES_PER_BATCH drawn by a :class:`SampleIndexSampler` starting at
     ``start_index`` (resume). Val/test: the window grid in order, batch 4 x SAMPLES_PER_BATCH
     (val) or INFERENCE.SAMPLES_PER_BATCH (test). Workers = SYSTEM.NUM_CPUS (split across ranks);
     pinned memory only when CUDA is present; persistent workers and prefetch factor from SYSTEM.
+
+    SYSTEM.LOADER_MODE (or ``mode_override``) picks who makes the batches: 'process' (DataLoader
+    worker processes) or 'thread' (a :class:`ThreadLoader`: threads of this process, nothing
+    transferred). ``finish`` makes each batch ready (normalised float32, :func:`finish_batch`)
+    where it is made, so the training process only consumes; default: with threads and no CUDA.
+    With CUDA the compact form stays (it crosses PCIe, 4x fewer bytes, and ``Batch.to``
+    finishes it on the GPU); with processes too (a float32 batch costs more to transfer than
+    to finish: measured in benchmarks/README.md). Either way the values are those of
+    ``collate_samples(...).to(device)``, bit for bit.
     """
     tiled = bool(cfg.DATASET.DO_CHUNK_TITLE) and mode == "train"
     if dataset is None:
@@ -52,6 +90,15 @@ def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, ran
     else:
         batch = 4 * int(cfg.SOLVER.SAMPLES_PER_BATCH) if mode == "val" else int(cfg.INFERENCE.SAMPLES_PER_BATCH)
         sampler = torch.utils.data.SequentialSampler(dataset)
+    threads = (mode_override or loader_mode(cfg)) == "thread"
+    if finish is None:
+        finish = threads and not torch.cuda.is_available()
+    if threads:
+        # threads need no transfer latency hidden: one batch per thread plus PREFETCH_FACTOR - 1
+        # finished ones waiting (each finished batch is float32: memory)
+        return ThreadLoader(dataset, batch, sampler, num_threads=workers,
+                            in_flight=workers + max(0, int(cfg.SYSTEM.PREFETCH_FACTOR) - 1),
+                            finish=_pooled_finish() if finish else None)
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs["persistent_workers"] = (bool(cfg.SYSTEM.PERSISTENT_WORKERS) or tiled) and mode == "train"
@@ -61,7 +108,7 @@ def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, ran
         batch_size=batch,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_samples,
+        collate_fn=collate_finished if finish else collate_samples,
         pin_memory=bool(cfg.SYSTEM.PIN_MEMORY) and torch.cuda.is_available(),
         drop_last=False,
         **kwargs,
