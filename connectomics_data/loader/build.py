@@ -31,6 +31,11 @@ def _pooled_finish():
     return finish
 
 
+def _pin(batch: Batch) -> Batch:
+    """Page-locked copy of a compact batch, made on the loader thread (for ``non_blocking``)."""
+    return batch.pin_memory()
+
+
 def loader_mode(cfg: CfgNode) -> str:
     """SYSTEM.LOADER_MODE, checked: 'thread' or 'process'."""
     from ..errors import ConfigError
@@ -91,6 +96,7 @@ def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, ran
         batch = 4 * int(cfg.SOLVER.SAMPLES_PER_BATCH) if mode == "val" else int(cfg.INFERENCE.SAMPLES_PER_BATCH)
         sampler = torch.utils.data.SequentialSampler(dataset)
     threads = (mode_override or loader_mode(cfg)) == "thread"
+    pin = bool(cfg.SYSTEM.PIN_MEMORY) and torch.cuda.is_available()
     if finish is None:
         finish = threads and not torch.cuda.is_available()
     if threads:
@@ -98,7 +104,7 @@ def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, ran
         # finished ones waiting (each finished batch is float32: memory)
         return ThreadLoader(dataset, batch, sampler, num_threads=workers,
                             in_flight=workers + max(0, int(cfg.SYSTEM.PREFETCH_FACTOR) - 1),
-                            finish=_pooled_finish() if finish else None)
+                            finish=_pooled_finish() if finish else (_pin if pin else None))
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs["persistent_workers"] = (bool(cfg.SYSTEM.PERSISTENT_WORKERS) or tiled) and mode == "train"
@@ -109,7 +115,7 @@ def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, ran
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate_finished if finish else collate_samples,
-        pin_memory=bool(cfg.SYSTEM.PIN_MEMORY) and torch.cuda.is_available(),
+        pin_memory=pin,
         drop_last=False,
         **kwargs,
     )
