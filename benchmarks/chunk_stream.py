@@ -22,7 +22,7 @@ read on 2 cores, so prefetching should hide every switch); ``--chunk-iter 20 --s
 shows the regime where reading is slower than training (the wait shrinks by the training time).
 
 Usage: ``python benchmarks/chunk_stream.py [--out-dir DIR] [--chunk-iter 50] [--step-ms 150]
-[--slots 6] [--workers 2] [--no-label]``; the last line is JSON.
+[--slots 6] [--workers 2] [--no-label] [--mode thread|process]``; the last line is JSON.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ import torch.utils.data
 from connectomics_data.datasets import TileDataset
 from connectomics_data.io import open_tiled_volume
 from connectomics_data.loader import collate_samples
+from connectomics_data.loader.finish import finish_batch
+from connectomics_data.loader.threads import ThreadLoader
 
 DEPTH, SIZE = 64, 2048
 EM_DIR = Path("/work/shared/data/drosophila_vnc_sstem")
@@ -122,17 +124,21 @@ def run(image_json: Path, label_json: Path | None, prefetch: bool, args: argpars
         batch_size=args.batch, length=args.chunk_iter * args.batch * slots, halo=(2, 64, 64), seed=0,
         prefetch_next=prefetch,
     )
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=args.batch, sampler=ds.sampler(0, args.workers, 2), num_workers=args.workers,
-        collate_fn=collate_samples, persistent_workers=args.workers > 0,
-        prefetch_factor=2 if args.workers > 0 else None,
-    )
+    if args.mode == "thread":  # SYSTEM.LOADER_MODE 'thread': what build_dataloader makes
+        loader = ThreadLoader(ds, args.batch, ds.sampler(0, args.workers, 2), num_threads=args.workers,
+                              in_flight=args.workers + 1, finish=finish_batch)
+    else:
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=args.batch, sampler=ds.sampler(0, args.workers, 2), num_workers=args.workers,
+            collate_fn=collate_samples, persistent_workers=args.workers > 0,
+            prefetch_factor=2 if args.workers > 0 else None,
+        )
     waits: list[float] = []
     t_start = time.perf_counter()
     it = iter(loader)
     for _ in range(args.chunk_iter * slots):
         t0 = time.perf_counter()
-        next(it)
+        next(it).to("cpu")
         waits.append(time.perf_counter() - t0)
         time.sleep(args.step_ms / 1000)  # the fake training step
     wall = time.perf_counter() - t_start
@@ -140,6 +146,8 @@ def run(image_json: Path, label_json: Path | None, prefetch: bool, args: argpars
     firsts = [waits[s * args.chunk_iter] for s in range(slots)]
     others = [w for k, w in enumerate(waits) if k % args.chunk_iter]
     chunk_mb = ds._store.chunk_bytes(history[0].chunk) / 2**20 if ds._store else 0.0
+    if hasattr(loader, "close"):
+        loader.close()
     ds.close()
     del it, loader
     return {
@@ -171,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tile-threads", type=int, default=min(4, os.cpu_count() or 1))
     ap.add_argument("--cache-mb", type=int, default=0)
     ap.add_argument("--no-label", action="store_true")
+    ap.add_argument("--mode", choices=["thread", "process"], default="thread",
+                    help="SYSTEM.LOADER_MODE: loader threads (batches finished there) or worker processes")
     args = ap.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory() if args.out_dir is None else None
@@ -181,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data ready in {time.perf_counter() - t0:.1f} s ({source})", file=sys.stderr)
     res: dict = {"source": source, "shape": [DEPTH, SIZE, SIZE], "chunk_num": [2, 2, 2], "halo": [2, 64, 64],
                  "label": label_json is not None, "chunk_iter": args.chunk_iter, "step_ms": args.step_ms,
-                 "workers": args.workers, "batch": args.batch, "sample": args.sample,
+                 "workers": args.workers, "mode": args.mode, "batch": args.batch, "sample": args.sample,
                  "tile_threads": args.tile_threads, "cache_mb": args.cache_mb, "cpus": os.cpu_count()}
     for prefetch in (True, False):
         key = "prefetch" if prefetch else "no_prefetch"

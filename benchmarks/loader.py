@@ -39,6 +39,7 @@ import io
 import json
 import os
 import pstats
+import subprocess
 import sys
 import threading
 import time
@@ -347,6 +348,18 @@ def stage_profile(cfg, batches: int, batch_size: int, use_cprofile: bool) -> dic
     return out
 
 
+def _without_mode(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--mode":
+            skip = True
+        elif not a.startswith("--mode="):
+            out.append(a)
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Training DataLoader benchmark (see module docstring).")
     p.add_argument("--image", required=True)
@@ -376,7 +389,20 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.main_threads)
     cfg = build_cfg(args)
     default_mode = loader_mode(cfg)
-    modes = [default_mode] if args.mode is None else (["process", "thread"] if args.mode == "both" else [args.mode])
+    if args.mode == "both":  # each mode in a fresh process: one's memory must not count in the other's peak
+        rows = {}
+        for mode in ("process", "thread"):
+            cmd = [sys.executable, str(Path(__file__).resolve()), *_without_mode(sys.argv[1:] if argv is None else argv),
+                   "--mode", mode]
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+            rows[mode] = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+            print(json.dumps(rows[mode]), flush=True)
+        final = dict(rows[default_mode])
+        final["modes"] = {m: {k: r[k] for k in ("samples_per_s", "cpu_ms_per_sample", "peak_pss_mb", "floor_ratio",
+                                                "cpu_efficiency")} for m, r in rows.items()}
+        print(json.dumps(final))
+        return
+    modes = [default_mode] if args.mode is None else [args.mode]
     cpus = len(os.sched_getaffinity(0))
     cores = min(cpus, max(1, args.workers))
     profile: dict = {}
@@ -403,11 +429,6 @@ def main(argv=None) -> None:
             result.update(transfer_floor(mcfg, args.floor_seconds))
         rows[mode] = result
         print(json.dumps(result), flush=True)
-    final = dict(rows.get(default_mode, rows[modes[-1]]))
-    if len(rows) > 1:
-        final["modes"] = {m: {k: r[k] for k in ("samples_per_s", "cpu_ms_per_sample", "peak_pss_mb", "floor_ratio",
-                                                "cpu_efficiency")} for m, r in rows.items()}
-        print(json.dumps(final))
 
 
 if __name__ == "__main__":
