@@ -22,6 +22,17 @@ def collate_finished(samples: list[dict[str, Any]]) -> Batch:
     return finish_batch(collate_samples(samples))
 
 
+class FinishingDataLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose batches (compact form from the workers: 4x fewer bytes to transfer)
+    are finished in the training process into pooled buffers (:class:`BufferPool`): the same
+    values as ``Batch.to('cpu')``, without fresh float32 allocations (page faults) per batch."""
+
+    def __iter__(self):  # type: ignore[override]
+        finish = self.__dict__.setdefault("_finish", _pooled_finish())
+        for batch in super().__iter__():
+            yield finish(batch)
+
+
 def _pooled_finish():
     pool = BufferPool()
 
@@ -100,16 +111,19 @@ def build_dataloader(cfg: CfgNode, mode: str = "train", dataset: Any = None, ran
     if finish is None:
         finish = threads and not torch.cuda.is_available()
     if threads:
-        # threads need no transfer latency hidden: one batch per thread plus PREFETCH_FACTOR - 1
-        # finished ones waiting (each finished batch is float32: memory)
+        # threads have no transfer latency to hide: max(threads, PREFETCH_FACTOR) batches in
+        # flight keeps every thread busy; each waiting finished batch is float32 memory
         return ThreadLoader(dataset, batch, sampler, num_threads=workers,
-                            in_flight=workers + max(0, int(cfg.SYSTEM.PREFETCH_FACTOR) - 1),
+                            in_flight=max(workers, int(cfg.SYSTEM.PREFETCH_FACTOR)),
                             finish=_pooled_finish() if finish else (_pin if pin else None))
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs["persistent_workers"] = (bool(cfg.SYSTEM.PERSISTENT_WORKERS) or tiled) and mode == "train"
         kwargs["prefetch_factor"] = int(cfg.SYSTEM.PREFETCH_FACTOR)
-    return torch.utils.data.DataLoader(
+    cls = torch.utils.data.DataLoader
+    if not finish and not torch.cuda.is_available() and mode == "train":
+        cls = FinishingDataLoader  # compact form across processes, finished here into pooled buffers
+    return cls(
         dataset,
         batch_size=batch,
         sampler=sampler,
