@@ -221,6 +221,7 @@ def throughput(cfg, seconds: float) -> dict:
     elapsed = time.perf_counter() - t0
     cpu1 = tree_cpu_seconds(os.getpid())
     cpu = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items())
+    cpu_main = cpu1.get(os.getpid(), 0.0) - cpu0.get(os.getpid(), 0.0)
     breakdown = pss_breakdown_mb(os.getpid())
     sampler.stop()
     shape = list(first.image.shape)
@@ -239,6 +240,7 @@ def throughput(cfg, seconds: float) -> dict:
         "cpu_cores_used": cpu / elapsed,
         "samples_per_cpu_s": samples / max(cpu, 1e-9),
         "cpu_ms_per_sample": 1000 * cpu / max(samples, 1),
+        "main_cpu_ms_per_sample": 1000 * cpu_main / max(samples, 1),
         "pss_at_end_mb": breakdown,
         "load_avg_1min": [load0, os.getloadavg()[0]],
         "batch_shape": shape,
