@@ -178,6 +178,21 @@ def test_finish_batch_is_batch_to_cpu_bit_for_bit(image_dtype, masked):
     assert finish_batch(ready) is ready
 
 
+@pytest.mark.parametrize("case", ["binary", "values above 1", "zero factor", "float target"])
+def test_ratio_weight_map_matches_where_in_every_case(case):
+    rng = np.random.default_rng(13)
+    samples = [_sample(rng, np.uint8, False) for _ in range(3)]
+    if case == "values above 1":
+        samples[1]["targets"][0][0, 0, :2] = 2
+    if case == "zero factor":
+        samples[0]["weights"][0][0] = DeferredWeight("ratio", 0, 2.5, 0.0)
+    if case == "float target":
+        for s in samples:
+            s["targets"][0] = s["targets"][0].astype(np.float32) * 0.5
+    batch = collate_samples(samples)
+    assert_same(batch.to("cpu"), finish_batch(batch, BufferPool()))
+
+
 def test_pooled_buffers_are_reused_only_after_the_batch_is_dropped():
     rng = np.random.default_rng(12)
     batch = collate_samples([_sample(rng, np.uint8, False) for _ in range(2)])
