@@ -32,7 +32,7 @@ shows the regime where reading is slower than training (the wait shrinks by the 
 
 Usage: ``python benchmarks/chunk_stream.py [--out-dir DIR] [--chunk-iter 50] [--step-ms 150]
 [--step cpu|sleep] [--read-threads 2] [--read-nice 10] [--slots 6] [--workers 2] [--no-label]
-[--only-prefetch]``; the last line is JSON.
+[--only-prefetch] [--mode thread|process]``; the last line is JSON.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ import torch.utils.data
 from connectomics_data.datasets import TileDataset
 from connectomics_data.io import open_tiled_volume
 from connectomics_data.loader import collate_samples
+from connectomics_data.loader.finish import finish_batch
+from connectomics_data.loader.threads import ThreadLoader
 
 DEPTH, SIZE = 64, 2048
 EM_DIR = Path("/work/shared/data/drosophila_vnc_sstem")
@@ -152,11 +154,15 @@ def run(image_json: Path, label_json: Path | None, prefetch: bool, args: argpars
         prefetch_next=prefetch, read_threads=args.read_threads or args.tile_threads, read_nice=args.read_nice,
         stop_index=args.chunk_iter * args.batch * slots,
     )
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=args.batch, sampler=ds.sampler(0, args.workers, 2), num_workers=args.workers,
-        collate_fn=collate_samples, persistent_workers=args.workers > 0,
-        prefetch_factor=2 if args.workers > 0 else None,
-    )
+    if args.mode == "thread":  # SYSTEM.LOADER_MODE 'thread': what build_dataloader makes
+        loader = ThreadLoader(ds, args.batch, ds.sampler(0, args.workers, 2), num_threads=args.workers,
+                              in_flight=args.workers + 1, finish=finish_batch)
+    else:
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=args.batch, sampler=ds.sampler(0, args.workers, 2), num_workers=args.workers,
+            collate_fn=collate_samples, persistent_workers=args.workers > 0,
+            prefetch_factor=2 if args.workers > 0 else None,
+        )
     waits: list[float] = []
     iters: list[tuple[float, bool]] = []
     shm_peak = 0
@@ -165,7 +171,7 @@ def run(image_json: Path, label_json: Path | None, prefetch: bool, args: argpars
     for _ in range(args.chunk_iter * slots):
         t0 = time.perf_counter()
         reading = ds.reading()
-        next(it)
+        next(it).to("cpu")
         waits.append(time.perf_counter() - t0)
         if args.step == "cpu":  # the fake training step
             cpu_step(args.reps)
@@ -182,6 +188,8 @@ def run(image_json: Path, label_json: Path | None, prefetch: bool, args: argpars
     med_busy = statistics.median(busy) if busy else float("nan")
     med_idle = statistics.median(idle) if idle else float("nan")
     chunk_mb = ds._store.chunk_bytes(history[0].chunk) / 2**20 if ds._store else 0.0
+    if hasattr(loader, "close"):
+        loader.close()
     ds.close()
     del it, loader
     return {
@@ -226,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-prefetch", action="store_true", help="skip the run without prefetch")
     ap.add_argument("--depth", type=int, default=DEPTH, help="slices (a quick run: 32)")
     ap.add_argument("--size", type=int, default=SIZE, help="slice height = width, even (a quick run: 1024)")
+    ap.add_argument("--mode", choices=["thread", "process"], default="thread",
+                    help="SYSTEM.LOADER_MODE: loader threads (batches finished there) or worker processes")
     args = ap.parse_args(argv)
     globals().update(DEPTH=args.depth, SIZE=args.size)
     args.reps = calibrate(args.step_ms) if args.step == "cpu" else 0
@@ -238,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data ready in {time.perf_counter() - t0:.1f} s ({source})", file=sys.stderr)
     res: dict = {"source": source, "shape": [DEPTH, SIZE, SIZE], "chunk_num": [2, 2, 2], "halo": [2, 64, 64],
                  "label": label_json is not None, "chunk_iter": args.chunk_iter, "step_ms": args.step_ms,
-                 "workers": args.workers, "batch": args.batch, "sample": args.sample,
+                 "workers": args.workers, "mode": args.mode, "batch": args.batch, "sample": args.sample,
                  "tile_threads": args.tile_threads, "cache_mb": args.cache_mb, "cpus": os.cpu_count(),
                  "step": args.step, "read_threads": args.read_threads, "read_nice": args.read_nice,
                  "load_average_1min": round(os.getloadavg()[0], 2)}

@@ -39,6 +39,7 @@ import io
 import json
 import os
 import pstats
+import subprocess
 import sys
 import threading
 import time
@@ -54,6 +55,8 @@ from connectomics_data.config import load_cfg  # noqa: E402
 from connectomics_data.datasets import build_dataset  # noqa: E402
 from connectomics_data.loader import build_dataloader, collate_samples  # noqa: E402
 from connectomics_data.loader.batch import Batch  # noqa: E402
+from connectomics_data.loader.build import loader_mode  # noqa: E402
+from connectomics_data.loader.finish import finish_batch  # noqa: E402
 
 
 # ------------------------------------------------------------------ memory of the process tree
@@ -100,6 +103,41 @@ def tree_memory_mb(root: int) -> tuple[float, float]:
         pss += _field_kb(f"/proc/{pid}/smaps_rollup", "Pss")
         rss += _field_kb(f"/proc/{pid}/status", "VmRSS")
     return pss / 1024, rss / 1024
+
+
+def pss_breakdown_mb(root: int) -> dict[str, float]:
+    """Where the tree's Pss lies, in MiB: ``shared_files`` (``/dev/shm`` and other shared
+    mappings: the preloaded volumes, chunk slots, torch's per-batch shared tensors),
+    ``private_anon`` (heap and anonymous memory: Python/torch runtime, batches being made or
+    held), ``code`` (mapped libraries); and ``per_process`` (total Pss per pid, main first)."""
+    out = {"shared_files": 0.0, "private_anon": 0.0, "code": 0.0}
+    per: dict[str, float] = {}
+    for pid in process_tree(root):
+        name, total = "", 0
+        try:
+            with open(f"/proc/{pid}/smaps") as f:
+                for line in f:
+                    head = line.split(None, 1)[0]
+                    if "-" in head and not head.endswith(":"):
+                        parts = line.split()
+                        name = parts[5] if len(parts) > 5 else ""
+                    elif head == "Pss:":
+                        kb = int(line.split()[1])
+                        total += kb
+                        if name.startswith(("/dev/shm", "/memfd:", "/SYSV")) or "(deleted)" in line:
+                            out["shared_files"] += kb / 1024
+                        elif name == "" or name.startswith("["):
+                            out["private_anon"] += kb / 1024
+                        elif name.startswith("/dev/shm") or "torch_" in name:
+                            out["shared_files"] += kb / 1024
+                        else:
+                            out["code"] += kb / 1024
+        except OSError:
+            continue
+        per[str(pid)] = total / 1024
+    out = {k: round(v, 1) for k, v in out.items()}
+    out["per_process"] = {k: round(v, 1) for k, v in per.items()}
+    return out
 
 
 def tree_cpu_seconds(root: int) -> dict[int, float]:
@@ -174,6 +212,7 @@ def throughput(cfg, seconds: float) -> dict:
     cpu0 = tree_cpu_seconds(os.getpid())
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
+    batch = first
     while time.perf_counter() - t0 < seconds:
         batch = next(it).to("cpu")  # normalised float32 image, targets, weights ready here
         samples += len(batch)
@@ -182,8 +221,13 @@ def throughput(cfg, seconds: float) -> dict:
     elapsed = time.perf_counter() - t0
     cpu1 = tree_cpu_seconds(os.getpid())
     cpu = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items())
+    cpu_main = cpu1.get(os.getpid(), 0.0) - cpu0.get(os.getpid(), 0.0)
+    breakdown = pss_breakdown_mb(os.getpid())
     sampler.stop()
-    del it, loader
+    shape = list(first.image.shape)
+    if hasattr(loader, "close"):
+        loader.close()
+    del it, loader, batch, first
     return {
         "samples_per_s": samples / elapsed,
         "samples": samples,
@@ -195,8 +239,11 @@ def throughput(cfg, seconds: float) -> dict:
         "screened_per_sample": screened / max(samples, 1),
         "cpu_cores_used": cpu / elapsed,
         "samples_per_cpu_s": samples / max(cpu, 1e-9),
+        "cpu_ms_per_sample": 1000 * cpu / max(samples, 1),
+        "main_cpu_ms_per_sample": 1000 * cpu_main / max(samples, 1),
+        "pss_at_end_mb": breakdown,
         "load_avg_1min": [load0, os.getloadavg()[0]],
-        "batch_shape": list(first.image.shape),
+        "batch_shape": shape,
     }
 
 
@@ -213,10 +260,10 @@ class FloorDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         t = self.template
         return {**t, "image": t["image"].copy(), "targets": [a.copy() for a in t["targets"]],
-                "weights": [[None if w is None else w.copy() for w in ws] for ws in t["weights"]]}
+                "weights": [[w.copy() if hasattr(w, "copy") else w for w in ws] for ws in t["weights"]]}
 
 
-def floor(cfg, seconds: float) -> dict:
+def transfer_floor(cfg, seconds: float) -> dict:
     template = build_dataset(cfg, "train")[0]
     loader = build_dataloader(cfg, "train", dataset=FloorDataset(template, 10**7))
     it = iter(loader)
@@ -230,9 +277,9 @@ def floor(cfg, seconds: float) -> dict:
     cpu = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items())
     del it, loader
     nbytes = template["image"].nbytes + sum(a.nbytes for a in template["targets"])
-    nbytes += sum(w.nbytes for ws in template["weights"] for w in ws if w is not None)
-    return {"floor_samples_per_s": samples / elapsed, "floor_samples_per_cpu_s": samples / max(cpu, 1e-9),
-            "sample_mb": nbytes / 2**20}
+    nbytes += sum(w.nbytes for ws in template["weights"] for w in ws if hasattr(w, "nbytes"))
+    return {"transfer_floor_samples_per_s": samples / elapsed,
+            "transfer_floor_samples_per_cpu_s": samples / max(cpu, 1e-9), "sample_mb": nbytes / 2**20}
 
 
 # ------------------------------------------------------------------ per-stage profile
@@ -272,7 +319,7 @@ def stage_profile(cfg, batches: int, batch_size: int, use_cprofile: bool) -> dic
     vd.seg_to_targets = timer.wrap("targets", saved["seg_to_targets"])
     vd.seg_to_weights = timer.wrap("targets", saved["seg_to_weights"])
     collate = timer.wrap("collate", collate_samples)
-    to = timer.wrap("normalize", Batch.to)
+    to = timer.wrap("normalize", (lambda b, device: finish_batch(b)) if not torch.cuda.is_available() else Batch.to)
     profiler = cProfile.Profile() if use_cprofile else None
     n = 0
     try:
@@ -280,12 +327,13 @@ def stage_profile(cfg, batches: int, batch_size: int, use_cprofile: bool) -> dic
         timer.t = dict.fromkeys(timer.t, 0.0)
         if profiler is not None:
             profiler.enable()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for b in range(batches):
             samples = [ds[1 + b * batch_size + i] for i in range(batch_size)]
             to(collate(samples), "cpu")
             n += batch_size
         total = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         if profiler is not None:
             profiler.disable()
     finally:
@@ -293,11 +341,24 @@ def stage_profile(cfg, batches: int, batch_size: int, use_cprofile: bool) -> dic
             setattr(vd, name, fn)
     stages = {k: v / n for k, v in timer.t.items()}
     stages["other"] = max(0.0, total / n - sum(stages.values()))
-    out = {"stages": stages, "profile_samples": n, "single_process_samples_per_s": n / total}
+    out = {"stages": stages, "profile_samples": n, "single_process_samples_per_s": n / total,
+           "single_process_cpu_ms_per_sample": 1000 * cpu / n}
     if profiler is not None:
         s = io.StringIO()
         pstats.Stats(profiler, stream=s).sort_stats("cumulative").print_stats(25)
         print(s.getvalue())
+    return out
+
+
+def _without_mode(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--mode":
+            skip = True
+        elif not a.startswith("--mode="):
+            out.append(a)
     return out
 
 
@@ -321,18 +382,55 @@ def main(argv=None) -> None:
     p.add_argument("--main-threads", type=int, default=1,
                    help="torch threads of the training process (default 1: the workers own the cores; "
                         "more threads wait for a time slice at every op when the cores are busy)")
+    p.add_argument("--mode", choices=["process", "thread", "both"], default=None,
+                   help="SYSTEM.LOADER_MODE to time (default: the config's); 'both' times each, prints "
+                        "one JSON line per mode, then the default mode's line with both in 'modes'")
     p.add_argument("--opts", nargs="*", default=[], help="extra KEY VALUE config pairs (applied last)")
     args = p.parse_args(argv)
     if args.main_threads > 0:
         torch.set_num_threads(args.main_threads)
     cfg = build_cfg(args)
-    result = {"image": args.image, "size": list(args.size), "batch": args.batch, "workers": args.workers,
-              "aug": args.aug, "main_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
-    result.update(throughput(cfg, args.seconds))
-    result.update(stage_profile(cfg, args.profile_batches, args.batch, args.cprofile))
-    if args.floor_seconds > 0:
-        result.update(floor(cfg, args.floor_seconds))
-    print(json.dumps(result))
+    default_mode = loader_mode(cfg)
+    if args.mode == "both":  # each mode in a fresh process: one's memory must not count in the other's peak
+        rows = {}
+        for mode in ("process", "thread"):
+            cmd = [sys.executable, str(Path(__file__).resolve()), *_without_mode(sys.argv[1:] if argv is None else argv),
+                   "--mode", mode]
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+            rows[mode] = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+            print(json.dumps(rows[mode]), flush=True)
+        final = dict(rows[default_mode])
+        final["modes"] = {m: {k: r[k] for k in ("samples_per_s", "cpu_ms_per_sample", "peak_pss_mb", "floor_ratio",
+                                                "cpu_efficiency")} for m, r in rows.items()}
+        print(json.dumps(final))
+        return
+    modes = [default_mode] if args.mode is None else [args.mode]
+    cpus = len(os.sched_getaffinity(0))
+    cores = min(cpus, max(1, args.workers))
+    profile: dict = {}
+    # the machine's floor for this work: every usable core making samples at the single-process
+    # CPU cost (no transfer, no waiting), i.e. what a perfect loader would reach
+    rows = {}
+    for mode in modes:
+        mcfg = cfg.clone()
+        mcfg.defrost()
+        mcfg.SYSTEM.LOADER_MODE = mode
+        mcfg.freeze()
+        result = {"image": args.image, "size": list(args.size), "batch": args.batch, "workers": args.workers,
+                  "aug": args.aug, "mode": mode, "main_threads": torch.get_num_threads(), "cpus": cpus}
+        result.update(throughput(mcfg, args.seconds))
+        if not profile:  # after the first timed run, so its memory does not count in the peak
+            profile = stage_profile(cfg, args.profile_batches, args.batch, args.cprofile)
+        floor_rate = cores * 1000.0 / profile["single_process_cpu_ms_per_sample"]
+        result.update(profile)
+        result["floor_samples_per_s"] = floor_rate
+        result["floor_cores"] = cores
+        result["floor_ratio"] = result["samples_per_s"] / floor_rate
+        result["cpu_efficiency"] = profile["single_process_cpu_ms_per_sample"] / result["cpu_ms_per_sample"]
+        if args.floor_seconds > 0:
+            result.update(transfer_floor(mcfg, args.floor_seconds))
+        rows[mode] = result
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def test_corrupt_hdf5_chunk_in_a_worker_names_file_and_box(volumes, workers):
     bad = volumes / "corrupt.h5"
     _corrupt_hdf5(bad, image)
     cfg = load_cfg(write_cfg(volumes / "c.yaml", **{"DATASET.INPUT_PATH": str(volumes),
-                                                     "DATASET.IMAGE_NAME": "corrupt.h5"}))
+                                                     "DATASET.IMAGE_NAME": "corrupt.h5",
+                                                     "SYSTEM.LOADER_MODE": "process"}))
     loader = build_dataloader(cfg, "train", num_workers=workers)  # metadata only: opens fine
     error = first_batch_error(loader)
     assert isinstance(error, VolumeError), repr(error)

@@ -78,6 +78,7 @@ KEYS: list[KeySpec] = [
     ours("SYSTEM.PERSISTENT_WORKERS", True, "Keep DataLoader workers alive between epochs."),
     ours("SYSTEM.PREFETCH_FACTOR", 2, "Batches prefetched per DataLoader worker."),
     ours("SYSTEM.PIN_MEMORY", True, "Pin batches in page-locked memory (only when CUDA is present)."),
+    ours("SYSTEM.LOADER_MODE", "thread", "Who makes training batches: 'thread' (NUM_CPUS threads of the training process: nothing is pickled or copied between processes, one runtime in memory; the work runs in GIL-releasing numpy/torch kernels) or 'process' (NUM_CPUS DataLoader worker processes). Same batches, bit for bit; see benchmarks/README.md for the measured choice."),
     # ------------------------------------------------------------------ MODEL
     k("MODEL.ARCHITECTURE", "unet_3d", "'unet_3d' / 'unet_residual_3d' (residual, anisotropic EM pooling), 'unet_plus_3d' (plus bottleneck features at every decoder level), 'unet_2d', 'unet_plus_2d'; 'unetr', 'swinunetr' with the [monai] extra. Other names (e.g. 'fpn_3d', 'deeplabv3c') fail at load unless MODEL.BUILDER is set."),
     ours("MODEL.BUILDER", "", "Model hook: 'package.module:callable', called with the config, returning a torch.nn.Module (B, IN_PLANES, *spatial) -> (B, OUT_PLANES, *spatial); overrides MODEL.ARCHITECTURE, which then only labels checkpoints. The module is imported from sys.path or the working directory."),

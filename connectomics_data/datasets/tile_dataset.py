@@ -44,6 +44,7 @@ and, after ``kill -9``, at the next start (:mod:`.chunk_cleanup`).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -289,6 +290,7 @@ class TileDataset(torch.utils.data.Dataset):
         self.directory = self._store.directory
         self._owner_pid = os.getpid()
         self._views: dict[int, tuple[VolumeDataset, SlotData]] = {}
+        self._views_lock = threading.Lock()
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -357,12 +359,16 @@ class TileDataset(torch.utils.data.Dataset):
         got = self._views.get(slot)
         if got is not None:
             return got
-        data = open_slot(self.directory, slot, self.wait_timeout, self._owner_pid)
-        for old in [s for s in self._views if not slot - 1 <= s <= slot + 1]:
-            del self._views[old]
-        got = (self._slot_dataset(data), data)
-        self._views[slot] = got
-        return got
+        with self._views_lock:  # loader threads (SYSTEM.LOADER_MODE 'thread') share the views
+            got = self._views.get(slot)
+            if got is not None:
+                return got
+            data = open_slot(self.directory, slot, self.wait_timeout, self._owner_pid)
+            for old in [s for s in self._views if not slot - 1 <= s <= slot + 1]:
+                self._views.pop(old, None)
+            got = (self._slot_dataset(data), data)
+            self._views[slot] = got
+            return got
 
     def _slot_dataset(self, data: SlotData) -> VolumeDataset:
         def vol(arr: np.ndarray | None, what: str, v: int) -> Volume | None:
@@ -433,7 +439,12 @@ class TileDataset(torch.utils.data.Dataset):
         state = self.__dict__.copy()
         state["_store"] = None  # owner-only: workers read the slot files by name
         state["_views"] = {}
+        del state["_views_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._views_lock = threading.Lock()
 
 
 # ---------------------------------------------------------------------- config
