@@ -39,3 +39,22 @@ def identity_engine(device, settings: InferenceSettings, delay: float = 0.0) -> 
 
 def conv_engine(device, settings: InferenceSettings) -> SlidingWindowInference:
     return SlidingWindowInference(conv_model().to(device), settings, activation=torch.sigmoid, device=device)
+
+
+IDENTITY_SETTINGS = InferenceSettings((4, 16, 16), (3, 8, 8), pad=(2, 5, 5), batch_size=4, output_dtype="uint8",
+                                      prefetch=False)
+BLOCK = (8, 16, 16)  # = the output chunks: 27 blocks over (21, 40, 37)
+
+
+def run_identity(volume_path: str, output: str, workers: int, delay: float = 0.0):
+    """The identity-model blockwise run of the restart test (also run as a killed subprocess)."""
+    import functools
+
+    from connectomics_data.inference.blockwise import predict_blockwise
+    from connectomics_data.io import open_volume
+    from connectomics_data.normalize import ImageNormalizer
+
+    factory = functools.partial(identity_engine, settings=IDENTITY_SETTINGS, delay=delay)
+    return predict_blockwise(factory, IDENTITY_SETTINGS, [open_volume(volume_path)], output, channels=1,
+                             normalizer_fn=lambda v: ImageNormalizer(), workers=workers, block_shape=BLOCK,
+                             chunks=BLOCK, threads=1, device="cpu", progress=False, host="127.0.0.1")

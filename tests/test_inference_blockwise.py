@@ -1,0 +1,147 @@
+"""Blockwise inference on daisy writes exactly what one process writes, and resumes.
+
+* the window selection of a block (:class:`SubregionPlan`) against a brute-force definition;
+* serial blocks (in this process) of a conv model with TTA equal the single-process output;
+* 2 worker processes, identity model, uint8, padding outside the volume, 27 blocks over a volume
+  that is no multiple of the block: the run is killed with SIGKILL (scheduler and workers)
+  midway, rerun, and the output zarr equals the single-process one file for file;
+* the command line (tiny UNet, TTA 4, float32) equals ``train.py --inference`` with
+  ``OUTPUT_FORMAT zarr``; a corrupt input chunk makes its blocks fail, named by ROI, exit 1;
+  a rerun retries only them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("daisy")
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _blockwise_models as models  # noqa: E402
+
+from connectomics_data.errors import OutputError  # noqa: E402
+from connectomics_data.geometry import Box  # noqa: E402
+from connectomics_data.inference import InferenceSettings, predict_volumes_to_file  # noqa: E402
+from connectomics_data.inference.blockwise import block_boxes, predict_blockwise, progress_dir  # noqa: E402
+from connectomics_data.inference.plan import SubregionPlan, WindowPlan  # noqa: E402
+from connectomics_data.io import open_volume  # noqa: E402
+from connectomics_data.normalize import ImageNormalizer  # noqa: E402
+
+SHAPE = (21, 40, 37)  # no multiple of the (8, 16, 16) blocks
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers (--threads 1): BLAS results depend on the thread split
+    yield
+    torch.set_num_threads(before)
+
+
+def _input(path: Path, shape=SHAPE, chunks=(8, 16, 16)) -> Path:
+    data = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    zarr.create_array(str(path), shape=shape, chunks=chunks, dtype="uint8")[:] = data
+    return path
+
+
+# ---------------------------------------------------------------------- geometry
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_subregion_plan_takes_the_batches_of_the_full_plan_that_reach_the_box(data):
+    shape = data.draw(st.tuples(*[st.integers(3, 24)] * 3))
+    window = tuple(data.draw(st.integers(1, n)) for n in shape)
+    stride = tuple(data.draw(st.integers(1, w)) for w in window)
+    pad = data.draw(st.lists(st.integers(0, 3), min_size=6, max_size=6))
+    base = WindowPlan(shape, window, stride, pad, unpad=data.draw(st.booleans()))
+    out = data.draw(st.none() | st.just(tuple(max(1, w - 2 * (w // 3)) for w in window)))
+    region = base.region_shape
+    start = [data.draw(st.integers(0, n - 1)) for n in region]
+    box = Box(start, [data.draw(st.integers(a + 1, n)) for a, n in zip(start, region)])
+    batch = data.draw(st.integers(1, 5))
+    sub = SubregionPlan(base, box, batch)
+    full = list(base.windows(out))
+    if out is None:
+        reach = [k for k, i in enumerate(full) if not base.grid[i].relative_to(sub.region).clip(box.shape).is_empty]
+    else:
+        reach = [k for k, i in enumerate(full) if not sub.output_box(i, out).clip(box.shape).is_empty]
+    batches = sorted({k // batch for k in reach})
+    assert list(sub.windows(out)) == [full[k] for b in batches for k in range(b * batch, min(len(full), (b + 1) * batch))]
+
+
+def test_blocks_tile_the_region_on_the_chunk_grid():
+    boxes = block_boxes(SHAPE, (8, 16, 16))
+    assert len(boxes) == 27 and sum(b.size for b in boxes) == np.prod(SHAPE)
+    assert all(a % c == 0 for b in boxes for a, c in zip(b.start, (8, 16, 16)))
+
+
+# ---------------------------------------------------------------------- serial blocks, conv model
+def test_serial_blocks_of_a_conv_model_with_tta_equal_one_process(tmp_path, one_thread):
+    volume = open_volume(_input(tmp_path / "in.zarr"))
+    s = InferenceSettings((4, 16, 16), (3, 8, 8), pad=(1, 4, 4), batch_size=3, output_dtype="float32", aug_num=4,
+                          prefetch=False)
+    predict_volumes_to_file(models.conv_engine("cpu", s), [volume], tmp_path / "one.zarr", "zarr", [ImageNormalizer()],
+                            chunks=(8, 8, 16))
+    factory = functools.partial(models.conv_engine, settings=s)
+    run = functools.partial(predict_blockwise, factory, s, [volume], tmp_path / "bw.zarr", channels=2,
+                            normalizer_fn=lambda v: ImageNormalizer(), workers=0, block_shape=(8, 14, 16),
+                            chunks=(8, 8, 16), threads=1, device="cpu", progress=False)
+    result = run()
+    assert result.ok and result.blocks == 3 * 3 * 3 and result.block_shape == (8, 16, 16)
+    assert _tree(tmp_path / "bw.zarr") == _tree(tmp_path / "one.zarr")
+    again = run()  # everything is done: nothing is predicted again
+    assert (again.done, again.skipped) == (0, 27)
+    other = InferenceSettings((4, 16, 16), (2, 8, 8), pad=(1, 4, 4), batch_size=3, output_dtype="float32", aug_num=4)
+    with pytest.raises(OutputError, match="other settings.*stride"):
+        predict_blockwise(factory, other, [volume], tmp_path / "bw.zarr", channels=2, workers=0, chunks=(8, 8, 16))
+    with pytest.raises(OutputError, match="not written by a blockwise run"):
+        predict_blockwise(factory, s, [volume], tmp_path / "one.zarr", channels=2, workers=0, chunks=(8, 8, 16))
+
+
+# ---------------------------------------------------------------------- 2 workers, SIGKILL, resume
+def _done_markers(output: Path) -> int:
+    return sum(sum(p.read_bytes()) for p in (progress_dir(output) / "vol0" / "done").rglob("c/**/*") if p.is_file())
+
+
+def test_two_workers_killed_midway_then_rerun_equal_one_process(tmp_path, one_thread):
+    path = _input(tmp_path / "in.zarr")
+    s = models.IDENTITY_SETTINGS
+    predict_volumes_to_file(models.identity_engine("cpu", s), [open_volume(path)], tmp_path / "one.zarr", "zarr",
+                            [ImageNormalizer()], chunks=models.BLOCK)
+    out = tmp_path / "bw.zarr"
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import _blockwise_models as m; "
+            f"m.run_identity({str(path)!r}, {str(out)!r}, workers=2, delay=0.03)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    done = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = _done_markers(out) if (progress_dir(out) / "vol0" / "done").exists() else 0
+            if done >= 2:
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the scheduler and its workers, at once
+        proc.wait()
+    assert 2 <= done < 27, f"the run was not caught midway ({done} blocks done)"
+    result = models.run_identity(str(path), str(out), workers=2)
+    assert result.ok and result.blocks == 27 and result.skipped >= 2 and result.done == 27 - result.skipped
+    assert _tree(out) == _tree(tmp_path / "one.zarr")
