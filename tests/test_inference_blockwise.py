@@ -145,3 +145,40 @@ def test_two_workers_killed_midway_then_rerun_equal_one_process(tmp_path, one_th
     result = models.run_identity(str(path), str(out), workers=2)
     assert result.ok and result.blocks == 27 and result.skipped >= 2 and result.done == 27 - result.skipped
     assert _tree(out) == _tree(tmp_path / "one.zarr")
+
+
+# ---------------------------------------------------------------------- the command line
+def test_command_line_equals_train_inference_and_retries_only_failed_blocks(tmp_path, monkeypatch, capsys,
+                                                                            one_thread):
+    from _trainer_common import tiny_project
+
+    from connectomics_data.config import load_cfg
+    from connectomics_data.engine.blockwise_cli import main as blockwise_main
+    from connectomics_data.engine.checkpoint import save_checkpoint
+    from connectomics_data.engine.cli import main as train_main
+    from connectomics_data.models import build_model
+
+    monkeypatch.chdir(tmp_path)
+    config = tiny_project(tmp_path, INFERENCE={"IMAGE_NAME": "big.zarr", "AUG_NUM": 4, "OUTPUT_DTYPE": "float32"})
+    data = tmp_path / "data"
+    _input(data / "big.zarr", shape=(21, 40, 40), chunks=(4, 20, 20))  # 3 blocks of 8 slices (z chunks)
+    torch.manual_seed(0)
+    cfg = load_cfg(str(config), inference=True)
+    save_checkpoint("ck.pth.tar", build_model(cfg, "cpu"), None, None, 0, cfg)
+    assert train_main(["--config-file", str(config), "--inference", "--checkpoint", "ck.pth.tar",
+                       "INFERENCE.OUTPUT_FORMAT", "zarr", "INFERENCE.OUTPUT_PATH", "one/"]) == 0
+    chunk = data / "big.zarr" / "c" / "5" / "1" / "1"  # z 20, y 20..40, x 20..40: read by the last block only
+    good = chunk.read_bytes()
+    chunk.write_bytes(b"not a zstd frame")
+    args = ["--config-file", str(config), "--checkpoint", "ck.pth.tar", "--threads", "1", "--max-retries", "1",
+            "--block-size", "8", "40", "40",
+            "INFERENCE.OUTPUT_PATH", "bw/"]
+    assert blockwise_main([*args, "--workers", "2"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(": VolumeError")[0] for line in err if line.startswith("failed:")] == [
+        "failed: vol0 block 9 [16:21, 0:40, 0:40]"]
+    assert err[-1].startswith("error: 1 of 3 blocks of bw/result.zarr failed") and "Zstd" in "\n".join(err)
+    chunk.write_bytes(good)
+    assert blockwise_main([*args, "--workers", "1"]) == 0
+    assert "(3 blocks of [8, 40, 40]: 1 predicted, 2 done earlier, 0 failed" in capsys.readouterr().out
+    assert _tree(tmp_path / "bw" / "result.zarr") == _tree(tmp_path / "one" / "result.zarr")

@@ -127,8 +127,11 @@ def run(args, opts: list[str]) -> int:
         normalizer_fn=build_normalizer_fn_from_cfg(cfg), workers=args.workers, block_shape=args.block_size,
         threads=args.threads, device=args.device, overwrite=args.overwrite, max_retries=args.max_retries,
         block_timeout=args.block_timeout, model_id=_model_id(checkpoint), host=args.host,
-        worker_command=args.worker_command,
+        worker_command=args.worker_command, scheduler_log=True,
     )
+    if args.block_size is not None and tuple(args.block_size) != tuple(result.block_shape):
+        print(f"note: --block-size {list(args.block_size)} was rounded up to whole output chunks: "
+              f"{list(result.block_shape)}", file=sys.stderr)
     summary = (f"{result.blocks} blocks of {list(result.block_shape)}: {result.done} predicted, "
                f"{result.skipped} done earlier, {len(result.failed)} failed, {result.seconds:.1f} s")
     if result.failed:

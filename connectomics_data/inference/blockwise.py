@@ -32,6 +32,7 @@ half way has none and is predicted again, rewriting the same bytes into the same
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,6 +63,14 @@ MANIFEST_VERSION = 1
 
 class BlockwiseError(ConnectomicsDataError, RuntimeError):
     """A blockwise run could not finish: blocks failed (named by ROI) or workers kept dying."""
+
+
+def _require_daisy() -> None:
+    try:
+        import daisy  # noqa: F401
+    except ImportError as err:
+        raise ConfigError("blockwise inference needs daisy >= 2 (Python >= 3.11): "
+                          "pip install 'connectomics_data[blockwise]'") from err
 
 
 # ---------------------------------------------------------------------- geometry
@@ -394,8 +403,8 @@ class BlockProgress:
         fresh = done - skipped
         rate = fresh / elapsed if elapsed > 0 else 0.0
         left = total - done - failed
-        if left <= 0 or final:
-            eta = "done" if left <= 0 else "stopped"
+        if final or left <= 0:
+            eta = "finished" if not failed and left <= 0 else "stopped"
         elif rate > 0:
             eta = f"ETA {_hms(left / rate)}"
         else:
@@ -598,6 +607,7 @@ def predict_blockwise(
     progress: bool | Callable[[str], object] = True,
     host: str | None = None,
     worker_command: str | None = None,
+    scheduler_log: bool = False,
 ) -> BlockwiseResult:
     """Predict ``volumes`` block by block with daisy into one zarr at ``output`` (``vol0``, ...).
 
@@ -630,13 +640,16 @@ def predict_blockwise(
         worker_command: run each of the ``workers`` slots as this shell command instead of a
             local subprocess (see :class:`BlockwiseJob`); workers started by hand join with
             :func:`join_blockwise` either way.
+        scheduler_log: send what daisy's scheduler prints on file descriptor 2 (a warning with
+            a traceback per failed attempt) to ``<output>.blockwise/logs/scheduler.log``; the
+            progress then goes to the real stderr (for command lines).
 
     Raises:
         OutputError: ``output`` exists and is not a blockwise output of the same run.
         BlockwiseError: workers kept failing to start (daisy abandoned the task).
+        ConfigError: daisy is not installed.
     """
-    import daisy
-
+    _require_daisy()
     t_start = time.perf_counter()
     output = Path(output)
     names = list(names) if names is not None else [f"vol{i}" for i in range(len(volumes))]
@@ -679,45 +692,76 @@ def predict_blockwise(
 
     daisy_logging.set_log_basedir(str(progress_root / "logs"))
     result = BlockwiseResult(output, block_shape=tuple(block))
-    for i, (volume, plan, name) in enumerate(zip(volumes, plans, names)):
-        job = BlockwiseJob(engine_factory, settings, volume, normalizers[i], output, name, int(channels), name,
-                           progress_root / name, threads, device, worker_command)
-        if workers > 0:
-            _save_job(job)
-        context = tuple(int(w) for w in settings.input_size)
-        total = Box([-c for c in context], [n + c for n, c in zip(plan.region_shape, context)])
-        write = Box.from_shape(block)
-        read = Box([-c for c in context], [b + c for b, c in zip(block, context)])
-        worker_fn = BlockwiseWorker(job) if workers > 0 else BlockProcessor(job)
-        task = daisy.Task(
-            name, _roi(total), _roi(read), _roi(write), process_function=worker_fn,
-            read_write_conflict=False, fit="shrink", max_workers=max(1, workers), max_retries=int(max_retries),
-            tracking_path=str(job.tracking), timeout=float("inf") if block_timeout is None else float(block_timeout),
-            max_worker_restarts=max(3, 2 * workers),
-        )
-        if workers == 0:
-            from daisy._runner import _run_serial
-
-            states = _run_serial(task, summary=False)
-        else:
-            observer = None
-            if progress is True:
-                observer = BlockProgress(f"{output.name}/{name}")
-            elif callable(progress):
-                observer = progress(f"{output.name}/{name}")
-            states = daisy.Server().run_blockwise(task, progress=observer or False, summary=False, host=host)
-        state = states[name]
-        result.blocks += int(state.total_block_count)
-        result.skipped += int(state.skipped_count)
-        result.done += int(state.completed_count) - int(state.skipped_count)
-        result.failed += _failed_blocks(task, job)
-        if getattr(state, "abandoned", False):
-            error = (state.last_worker_error or "").strip().splitlines()
-            raise BlockwiseError(
-                f"{output}/{name}: daisy gave up after workers failed repeatedly ({state.abandon_reason}); "
-                f"last worker error: {error[-1] if error else 'unknown'}; worker logs in {progress_root / 'logs'}")
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(_fd2_to(progress_root / "logs" / "scheduler.log")) if scheduler_log else None
+        for i, (volume, plan, name) in enumerate(zip(volumes, plans, names)):
+            _run_volume(result, engine_factory, settings, volume, plan, name, normalizers[i], output, channels,
+                        progress_root, threads, device, worker_command, workers, block, max_retries,
+                        block_timeout, progress, host, stream)
     result.seconds = time.perf_counter() - t_start
     return result
+
+
+@contextlib.contextmanager
+def _fd2_to(log: Path):
+    """Point file descriptor 2 at ``log``; yield a line-buffered stream on the real stderr."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    real = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        with open(log, "a") as target:
+            os.dup2(target.fileno(), 2)
+            yield real
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        real.close()
+
+
+def _run_volume(result: BlockwiseResult, engine_factory, settings, volume, plan, name, normalizer, output: Path,
+                channels, progress_root: Path, threads, device, worker_command, workers, block, max_retries,
+                block_timeout, progress, host, stream) -> None:
+    """One volume: one daisy task."""
+    import daisy
+
+    job = BlockwiseJob(engine_factory, settings, volume, normalizer, output, name, int(channels), name,
+                       progress_root / name, threads, device, worker_command)
+    if workers > 0:
+        _save_job(job)
+    context = tuple(int(w) for w in settings.input_size)
+    total = Box([-c for c in context], [n + c for n, c in zip(plan.region_shape, context)])
+    write = Box.from_shape(block)
+    read = Box([-c for c in context], [b + c for b, c in zip(block, context)])
+    task = daisy.Task(
+        name, _roi(total), _roi(read), _roi(write),
+        process_function=BlockwiseWorker(job) if workers > 0 else BlockProcessor(job),
+        read_write_conflict=False, fit="shrink", max_workers=max(1, workers), max_retries=int(max_retries),
+        tracking_path=str(job.tracking), timeout=float("inf") if block_timeout is None else float(block_timeout),
+        max_worker_restarts=max(3, 2 * workers),
+    )
+    if workers == 0:
+        from daisy._runner import _run_serial
+
+        states = _run_serial(task, summary=False)
+    else:
+        observer = None
+        if progress is True:
+            observer = BlockProgress(f"{output.name}/{name}", stream=stream)
+        elif callable(progress):
+            observer = progress(f"{output.name}/{name}")
+        states = daisy.Server().run_blockwise(task, progress=observer or False, summary=False, host=host)
+    state = states[name]
+    result.blocks += int(state.total_block_count)
+    result.skipped += int(state.skipped_count)
+    result.done += int(state.completed_count) - int(state.skipped_count)
+    result.failed += _failed_blocks(task, job)
+    if getattr(state, "abandoned", False):
+        error = (state.last_worker_error or "").strip().splitlines()
+        raise BlockwiseError(
+            f"{output}/{name}: daisy gave up after workers failed repeatedly ({state.abandon_reason}); "
+            f"last worker error: {error[-1] if error else 'unknown'}; worker logs in {progress_root / 'logs'}")
 
 
 __all__ = [
