@@ -93,7 +93,7 @@ def test_blocks_tile_the_region_on_the_chunk_grid():
 
 # ---------------------------------------------------------------------- serial blocks, conv model
 def test_serial_blocks_of_a_conv_model_with_tta_equal_one_process(tmp_path, one_thread):
-    volume = open_volume(_input(tmp_path / "in.zarr"))
+    volume = open_volume(_input(tmp_path / "in.zarr", shape=(13, 21, 37)))
     s = InferenceSettings((4, 16, 16), (3, 8, 8), pad=(1, 4, 4), batch_size=3, output_dtype="float32", aug_num=4,
                           prefetch=False)
     predict_volumes_to_file(models.conv_engine("cpu", s), [volume], tmp_path / "one.zarr", "zarr", [ImageNormalizer()],
@@ -103,10 +103,10 @@ def test_serial_blocks_of_a_conv_model_with_tta_equal_one_process(tmp_path, one_
                             normalizer_fn=lambda v: ImageNormalizer(), workers=0, block_shape=(8, 14, 16),
                             chunks=(8, 8, 16), threads=1, device="cpu", progress=False)
     result = run()
-    assert result.ok and result.blocks == 3 * 3 * 3 and result.block_shape == (8, 16, 16)
+    assert result.ok and result.blocks == 2 * 2 * 3 and result.block_shape == (8, 16, 16)
     assert _tree(tmp_path / "bw.zarr") == _tree(tmp_path / "one.zarr")
     again = run()  # everything is done: nothing is predicted again
-    assert (again.done, again.skipped) == (0, 27)
+    assert (again.done, again.skipped) == (0, 12)
     other = InferenceSettings((4, 16, 16), (2, 8, 8), pad=(1, 4, 4), batch_size=3, output_dtype="float32", aug_num=4)
     with pytest.raises(OutputError, match="other settings.*stride"):
         predict_blockwise(factory, other, [volume], tmp_path / "bw.zarr", channels=2, workers=0, chunks=(8, 8, 16))
@@ -142,7 +142,7 @@ def test_two_workers_killed_midway_then_rerun_equal_one_process(tmp_path, one_th
         os.killpg(proc.pid, signal.SIGKILL)  # the scheduler and its workers, at once
         proc.wait()
     assert 2 <= done < 27, f"the run was not caught midway ({done} blocks done)"
-    result = models.run_identity(str(path), str(out), workers=2)
+    result = models.run_identity(str(path), str(out), workers=1)
     assert result.ok and result.blocks == 27 and result.skipped >= 2 and result.done == 27 - result.skipped
     assert _tree(out) == _tree(tmp_path / "one.zarr")
 
@@ -182,3 +182,12 @@ def test_command_line_equals_train_inference_and_retries_only_failed_blocks(tmp_
     assert blockwise_main([*args, "--workers", "1"]) == 0
     assert "(3 blocks of [8, 40, 40]: 1 predicted, 2 done earlier, 0 failed" in capsys.readouterr().out
     assert _tree(tmp_path / "bw" / "result.zarr") == _tree(tmp_path / "one" / "result.zarr")
+
+
+def test_train_inference_points_to_blockwise_for_huge_volumes(capsys):
+    from connectomics_data.inference.from_cfg import blockwise_hint
+    from connectomics_data.io.base import ArrayVolume
+
+    small = [ArrayVolume(np.zeros((4, 5, 6), np.uint8))]
+    assert not blockwise_hint(small, limit=120) and capsys.readouterr().err == ""
+    assert blockwise_hint(small * 2, limit=120) and "scripts/predict_blockwise.py" in capsys.readouterr().err

@@ -158,7 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.join:
             from ..inference.blockwise import join_blockwise
 
-            join_blockwise(args.join)
+            done = join_blockwise(args.join)
+            if done is None:
+                print(f"no scheduler is running for {args.join} (the run has ended, or start it first); "
+                      "nothing to do")
+            else:
+                print(f"worker finished {done} blocks of {args.join}")
             return 0
         return run(args, list(args.opts) + tail)
     except ConnectomicsDataError as err:

@@ -280,7 +280,8 @@ class BlockwiseWorker:
     def __init__(self, job: BlockwiseJob):
         self.job = job
 
-    def __call__(self, *, context=None) -> None:
+    def __call__(self, *, context=None) -> int | None:
+        """Returns the number of blocks this worker finished (``None``: no scheduler to talk to)."""
         import daisy
 
         if context is None:
@@ -291,18 +292,22 @@ class BlockwiseWorker:
             if self.job.worker_command:
                 return _run_worker_command(self.job, context, worker_id)
         client = daisy.Client(context)
+        if not client.connected:
+            return None
         local = int(os.environ.get("LOCAL_RANK", "0"))
         processor = BlockProcessor(self.job, worker_id if worker_id >= 0 else local)
         processor.setup()
+        done = 0
         while True:
             try:
                 with client.acquire_block() as block:
                     if block is None:
-                        return
+                        return done
                     try:
                         processor.run_block(block)
                     except Exception as err:
                         raise _BlockFailed(f"{type(err).__name__}: {err}") from err
+                    done += 1
             except _BlockFailed:
                 continue
 
@@ -331,15 +336,15 @@ def _save_job(job: BlockwiseJob) -> None:
         tmp.write_bytes(cloudpickle.dumps(job))
 
 
-def join_blockwise(output: str | Path) -> None:
+def join_blockwise(output: str | Path) -> int | None:
     """Run one worker for the running blockwise run that writes ``output`` (any host, any time).
 
     The scheduler's address comes from ``DAISY_CONTEXT`` (set by ``worker_command`` slots) or
     else from ``<output>.blockwise/scheduler.json`` (written by the run's own worker slots);
     the job (model factory, volume, settings) from ``<output>.blockwise/<task>/job.pkl``,
     written by the scheduler. Both live on the file system every worker must share anyway.
-    The worker predicts blocks until the scheduler has none left; a scheduler that is gone
-    ends it quietly (daisy's straggler rule).
+    The worker predicts blocks until the scheduler has none left and returns how many it
+    finished; a scheduler that is gone ends it at once (returns ``None``).
 
     Raises:
         OutputError: no running blockwise run is recorded for ``output``.
@@ -362,7 +367,7 @@ def join_blockwise(output: str | Path) -> None:
         job = pickle.loads(job_file.read_bytes())
     except OSError as err:
         raise OutputError(f"cannot read the blockwise job {job_file}: {err}") from err
-    BlockwiseWorker(job)(context=context)
+    return BlockwiseWorker(job)(context=context)
 
 
 # ---------------------------------------------------------------------- progress
@@ -751,7 +756,10 @@ def _run_volume(result: BlockwiseResult, engine_factory, settings, volume, plan,
             observer = BlockProgress(f"{output.name}/{name}", stream=stream)
         elif callable(progress):
             observer = progress(f"{output.name}/{name}")
-        states = daisy.Server().run_blockwise(task, progress=observer or False, summary=False, host=host)
+        try:
+            states = daisy.Server().run_blockwise(task, progress=observer or False, summary=False, host=host)
+        finally:
+            (progress_root / "scheduler.json").unlink(missing_ok=True)
     state = states[name]
     result.blocks += int(state.total_block_count)
     result.skipped += int(state.skipped_count)
