@@ -483,7 +483,7 @@ class BlockwiseResult:
     done: int = 0  # predicted by this run
     skipped: int = 0  # done by an earlier run
     failed: list[FailedBlock] = field(default_factory=list)
-    block_shape: tuple[int, ...] = ()
+    block_shape: tuple[int, ...] = ()  # of the first volume
     seconds: float = 0.0
 
     @property
@@ -509,7 +509,7 @@ def _normalizer_from_record(record: dict | None):
     return ImageNormalizer(record["mean"], record["std"], record["match_act"], None if vr is None else tuple(vr))
 
 
-def _manifest(settings: InferenceSettings, volumes, plans, channels: int, dtype: str, block_shape,
+def _manifest(settings: InferenceSettings, volumes, plans, channels: int, dtype: str, block_shape, chunks,
               model_id: str, names) -> dict:
     return {
         "version": MANIFEST_VERSION,
@@ -519,7 +519,8 @@ def _manifest(settings: InferenceSettings, volumes, plans, channels: int, dtype:
         "model": str(model_id),
         "channels": int(channels),
         "dtype": str(dtype),
-        "block_shape": [int(b) for b in block_shape],
+        "block_size": None if block_shape is None else [int(b) for b in block_shape],
+        "chunks": None if chunks is None else [int(c) for c in chunks],
         "volumes": [{"name": n, "source": str(getattr(v, "path", "")), "shape": [int(s) for s in v.shape],
                      "dtype": np.dtype(v.dtype).name, "region": [int(s) for s in p.region_shape]}
                     for n, v, p in zip(names, volumes, plans)],
@@ -665,19 +666,9 @@ def predict_blockwise(
     dtype = check_output_dtype(settings.output_dtype)
     planner = SlidingWindowInference(lambda x: x, settings, device="cpu")
     plans = [planner.plan(v) for v in volumes]
-    out_chunks = [tuple(min(int(c), n) for c, n in zip(chunks or (8, 256, 256), p.region_shape)) for p in plans]
-    if chunks is None:
-        from .sinks import default_chunks
-
-        out_chunks = [default_chunks(p.region_shape) for p in plans]
-    # one block shape for the run, whole chunks of every volume
-    if block_shape is None:
-        block = default_block_shape(plans[0].region_shape, out_chunks[0], settings)
-    else:
-        block = aligned_block_shape(block_shape, out_chunks[0])
-    for c in out_chunks[1:]:
-        block = aligned_block_shape(block, c)
-    manifest = _manifest(settings, volumes, plans, channels, dtype.name, block, model_id, names)
+    if block_shape is not None:
+        aligned_block_shape(block_shape, (1, 1, 1))  # validates
+    manifest = _manifest(settings, volumes, plans, channels, dtype.name, block_shape, chunks, model_id, names)
     progress_root = progress_dir(output)
     stored = _prepare_output(output, manifest, overwrite)
     if stored is not None and stored.get("normalizers"):
@@ -696,12 +687,22 @@ def predict_blockwise(
     from daisy import logging as daisy_logging
 
     daisy_logging.set_log_basedir(str(progress_root / "logs"))
-    result = BlockwiseResult(output, block_shape=tuple(block))
+    import zarr
+
+    group = zarr.open_group(str(output), mode="r")
+    blocks = []
+    for name, plan in zip(names, plans):  # per volume: whole chunks of its array
+        out_chunks = tuple(int(c) for c in group[name].chunks[1:])
+        if block_shape is None:
+            blocks.append(default_block_shape(plan.region_shape, out_chunks, settings))
+        else:
+            blocks.append(aligned_block_shape(block_shape, out_chunks))
+    result = BlockwiseResult(output, block_shape=blocks[0])
     with contextlib.ExitStack() as stack:
         stream = stack.enter_context(_fd2_to(progress_root / "logs" / "scheduler.log")) if scheduler_log else None
         for i, (volume, plan, name) in enumerate(zip(volumes, plans, names)):
             _run_volume(result, engine_factory, settings, volume, plan, name, normalizers[i], output, channels,
-                        progress_root, threads, device, worker_command, workers, block, max_retries,
+                        progress_root, threads, device, worker_command, workers, blocks[i], max_retries,
                         block_timeout, progress, host, stream)
     result.seconds = time.perf_counter() - t_start
     return result
