@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes on this machine (each loads the model once; one GPU each); "
                         "0 predicts in this process")
     p.add_argument("--block-size", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
-                   help="block write size, rounded up to whole output chunks (default: 8 strides, "
-                        "2 windows per axis)")
+                   help="block write size, rounded up to whole output chunks (default: 8 strides in z, "
+                        "16 in y and x, at least 2 windows); larger blocks recompute fewer border windows")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores // workers)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: CUDA when available (worker k takes GPU k %% visible GPUs)")
