@@ -69,9 +69,14 @@ def cfg_engine(device, cfg, checkpoint: str):
     return build_inference_from_cfg(cfg, model, activation, device)
 
 
-def _model_id(checkpoint: Path) -> str:
+def _model_id(checkpoint: Path, cfg) -> str:
+    """The checkpoint and the keys that change the prediction outside InferenceSettings: a
+    resume with any of them changed is refused."""
     st = checkpoint.stat()
-    return f"{checkpoint.resolve()} ({st.st_size} bytes, mtime {st.st_mtime_ns})"
+    keys = ("DATASET.MEAN", "DATASET.STD", "DATASET.MATCH_ACT", "DATASET.NORMALIZE_RANGE", "INFERENCE.OUTPUT_ACT",
+            "INFERENCE.DO_EVAL", "MODEL.ARCHITECTURE", "MODEL.TARGET_OPT")
+    values = ", ".join(f"{k}={cfg[k.split('.')[0]].get(k.split('.')[1])}" for k in keys)
+    return f"{checkpoint.resolve()} ({st.st_size} bytes, mtime {st.st_mtime_ns}); {values}"
 
 
 def run(args, opts: list[str]) -> int:
@@ -126,7 +131,7 @@ def run(args, opts: list[str]) -> int:
         settings, volumes, output, channels=sum(target_channels(cfg)),
         normalizer_fn=build_normalizer_fn_from_cfg(cfg), workers=args.workers, block_shape=args.block_size,
         threads=args.threads, device=args.device, overwrite=args.overwrite, max_retries=args.max_retries,
-        block_timeout=args.block_timeout, model_id=_model_id(checkpoint), host=args.host,
+        block_timeout=args.block_timeout, model_id=_model_id(checkpoint, cfg), host=args.host,
         worker_command=args.worker_command, scheduler_log=True,
     )
     if args.block_size is not None and tuple(args.block_size) != tuple(result.block_shape):

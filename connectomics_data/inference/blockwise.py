@@ -155,6 +155,9 @@ class BlockwiseJob:
             scripts/predict_blockwise.py --join {output}``) with ``DAISY_CONTEXT`` in its
             environment instead of in a local subprocess; ``{output}`` and ``{worker_id}`` are
             filled in.
+        cwd: the scheduler's working directory: workers resolve relative paths (input, output)
+            from it, so a worker started elsewhere needs it on its host (a shared file system
+            mounted at the same path).
     """
 
     engine_factory: EngineFactory
@@ -169,6 +172,7 @@ class BlockwiseJob:
     threads: int | None = None
     device: str = "auto"
     worker_command: str | None = None
+    cwd: str | None = None
 
 
 def _pick_device(kind: str, worker_index: int):
@@ -289,6 +293,8 @@ class BlockwiseWorker:
 
         if context is None:
             context = daisy.Context.from_env()
+        if self.job.cwd and os.path.isdir(self.job.cwd):
+            os.chdir(self.job.cwd)
         worker_id = int(context.get("worker_id", "-1"))
         if worker_id >= 0:
             _write_address(self.job, context)
@@ -736,7 +742,7 @@ def _run_volume(result: BlockwiseResult, engine_factory, settings, volume, plan,
     import daisy
 
     job = BlockwiseJob(engine_factory, settings, volume, normalizer, output, name, int(channels), name,
-                       progress_root / name, threads, device, worker_command)
+                       progress_root / name, threads, device, worker_command, os.getcwd())
     if workers > 0:
         _save_job(job)
     context = tuple(int(w) for w in settings.input_size)
