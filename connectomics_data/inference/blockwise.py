@@ -383,8 +383,8 @@ def join_blockwise(output: str | Path) -> int | None:
 class BlockProgress:
     """daisy progress observer: blocks done / total, blocks per second and ETA.
 
-    On a terminal a tqdm bar; otherwise one line on ``stream`` every ``interval`` seconds (and
-    at the end). Blocks skipped because an earlier run finished them count as done but not
+    On a terminal a tqdm bar; otherwise one line on ``stream`` when daisy reports a change (a
+    block started or finished), at most every ``interval`` seconds, and at the end. Blocks skipped because an earlier run finished them count as done but not
     towards the rate.
     """
 
@@ -649,7 +649,7 @@ def predict_blockwise(
             (default: no limit).
         model_id: identifies the model in the manifest (e.g. the checkpoint path, size, mtime);
             a resume with another model id is refused.
-        progress: True (bar on a terminal, else a line every 10 s on stderr), False, or a
+        progress: True (bar on a terminal, else a line at most every 10 s on stderr), False, or a
             callable ``label -> observer`` (daisy observer with ``on_start/on_progress/on_finish``).
         host: the address workers connect to (daisy detects one; '127.0.0.1' keeps it local).
         worker_command: run each of the ``workers`` slots as this shell command instead of a
