@@ -191,3 +191,26 @@ def test_train_inference_points_to_blockwise_for_huge_volumes(capsys):
     small = [ArrayVolume(np.zeros((4, 5, 6), np.uint8))]
     assert not blockwise_hint(small, limit=120) and capsys.readouterr().err == ""
     assert blockwise_hint(small * 2, limit=120) and "scripts/predict_blockwise.py" in capsys.readouterr().err
+
+
+def test_a_joined_worker_never_relaunches_the_worker_command(tmp_path, monkeypatch):
+    """A --worker-command slot runs --join with the slot's context: it must predict there, not
+    start the command again (that recursion would never end)."""
+    import socket
+
+    import daisy
+
+    from connectomics_data.inference.blockwise import BlockwiseJob, _save_job, join_blockwise
+    from connectomics_data.io.base import ArrayVolume
+
+    out = tmp_path / "bw.zarr"
+    s = models.IDENTITY_SETTINGS
+    job = BlockwiseJob(functools.partial(models.identity_engine, settings=s), s, ArrayVolume(np.zeros((4, 16, 16))),
+                       None, out, "vol0", 1, "vol0", progress_dir(out) / "vol0", worker_command="exit 7")
+    _save_job(job)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nobody listens there
+    context = daisy.Context(hostname="127.0.0.1", port=str(port), task_id="vol0", worker_id="0")
+    monkeypatch.setenv("DAISY_CONTEXT", context.to_env())
+    assert join_blockwise(out) is None  # went to connect (no scheduler), did not run 'exit 7'

@@ -33,6 +33,7 @@ half way has none and is predicted again, rewriting the same bytes into the same
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -376,7 +377,8 @@ def join_blockwise(output: str | Path) -> int | None:
         job = pickle.loads(job_file.read_bytes())
     except OSError as err:
         raise OutputError(f"cannot read the blockwise job {job_file}: {err}") from err
-    return BlockwiseWorker(job)(context=context)
+    # a slot of worker_command runs this with the slot's context: predict here, never relaunch
+    return BlockwiseWorker(dataclasses.replace(job, worker_command=None))(context=context)
 
 
 # ---------------------------------------------------------------------- progress
