@@ -214,3 +214,33 @@ def test_a_joined_worker_never_relaunches_the_worker_command(tmp_path, monkeypat
     context = daisy.Context(hostname="127.0.0.1", port=str(port), task_id="vol0", worker_id="0")
     monkeypatch.setenv("DAISY_CONTEXT", context.to_env())
     assert join_blockwise(out) is None  # went to connect (no scheduler), did not run 'exit 7'
+
+
+def test_progress_line_counts_blocks_rate_and_eta(monkeypatch):
+    import io
+    from types import SimpleNamespace
+
+    from connectomics_data.inference import blockwise_progress
+    from connectomics_data.inference.blockwise_progress import BlockProgress
+
+    clock = [100.0]
+    monkeypatch.setattr(blockwise_progress.time, "monotonic", lambda: clock[0])
+
+    def states(done, skipped, failed=0, running=2):
+        return {"vol0": SimpleNamespace(total_block_count=100, completed_count=done, skipped_count=skipped,
+                                        failed_count=failed, processing_count=running)}
+
+    out = io.StringIO()
+    progress = BlockProgress("r.zarr/vol0", stream=out, interval=10)
+    progress.on_start(states(0, 0))
+    clock[0] += 40
+    progress.on_progress(states(30, 10))  # 20 blocks predicted in 40 s: 0.5/s, 70 left
+    clock[0] += 5
+    progress.on_progress(states(31, 10))  # within 10 s of the last line: not printed
+    clock[0] += 155
+    progress.on_finish(states(98, 10, failed=2, running=0))
+    assert out.getvalue().splitlines() == [
+        "r.zarr/vol0: 0/100 blocks, 2 running, 0.00 blocks/s, 0s elapsed, ETA ?",
+        "r.zarr/vol0: 30/100 blocks, 10 done earlier, 2 running, 0.50 blocks/s, 40s elapsed, ETA 2m20s",
+        "r.zarr/vol0: 98/100 blocks, 10 done earlier, 2 failed, 0 running, 0.44 blocks/s, 3m20s elapsed, stopped",
+    ]
