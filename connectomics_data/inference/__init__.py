@@ -4,8 +4,9 @@ Modules, in data-flow order: :mod:`.plan` (window geometry), :mod:`.reader` (laz
 with prefetch), :mod:`.tta` (variants, running reduction), :mod:`.blending` (weight maps),
 :mod:`.accumulate` (in-memory or on-disk sums), :mod:`.sinks` / :mod:`.outputs` (atomic
 HDF5/zarr outputs), :mod:`.engine` (the loop), :mod:`.singly` (``DO_SINGLY``), :mod:`.chunked`
-(``DO_CHUNK_TITLE``), :mod:`.naming` (safe ``OUTPUT_NAME`` templates) and :mod:`.from_cfg`
-(PyTC config adapters).
+(``DO_CHUNK_TITLE``), :mod:`.naming` (safe ``OUTPUT_NAME`` templates), :mod:`.from_cfg`
+(PyTC config adapters), :mod:`.distributed` (``torch.distributed`` shards) and :mod:`.blockwise`
+(daisy blocks: many workers and machines, resumable; imported on demand).
 """
 
 from .blending import BLENDING_MODES, blending_weights

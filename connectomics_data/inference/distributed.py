@@ -7,7 +7,8 @@ the same arguments, and every output is byte for byte the one a single process w
   is cut along z into ``world`` contiguous slabs whose boundaries are the output's z-chunk
   boundaries. A rank predicts every window whose output reaches its slab (the window rows
   that straddle a slab boundary are predicted by both neighbours) and accumulates in the
-  single-process window order, restricted to its slab (:class:`SlabPlan`): each voxel's
+  single-process window order, restricted to its slab (:class:`SlabPlan`, a
+  :class:`~.plan.SubregionPlan` as blockwise inference uses): each voxel's
   weighted sum is then the same float32 sum in the same order, and the closed-form weight sum
   (:class:`~.blending.WeightSum`) is per voxel too, so nothing approximate is merged. Windows
   are even run in the same batches as in one process (a model's last bits can depend on the
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,10 +52,10 @@ from ..geometry import Box, ChunkGrid, split_indices
 from ..io.atomic import ensure_directory
 from ..io.base import Volume
 from .chunked import ChunkedResult, aligned_chunks, predict_chunked, progress_dir
-from .engine import RunStats, SlidingWindowInference, _run_attrs
+from .engine import RunStats, SlidingWindowInference, SubregionInference, _run_attrs
 from .naming import format_output_name, validate_template
 from .outputs import check_output_format, check_output_path, prediction_file
-from .plan import WindowPlan
+from .plan import SubregionPlan, WindowPlan
 from .singly import SinglyResult, predict_singly, singly_order
 from .sinks import ZarrSink, default_chunks
 
@@ -146,61 +147,31 @@ def slab_share(length: int, chunk: int, rank: int, world: int) -> tuple[int, int
     return min(lo * chunk, length), min(hi * chunk, length)
 
 
-class SlabPlan(WindowPlan):
-    """A :class:`WindowPlan` whose output region is the z range ``[z0, z1)`` of ``base``'s region.
+class SlabPlan(SubregionPlan):
+    """A :class:`~.plan.SubregionPlan` whose region is the z range ``[z0, z1)`` of ``base``'s region.
 
-    The window grid is ``base``'s (same volume, window, stride, pad); only the region shrinks,
-    so region coordinates start at the slab. :meth:`windows` yields the windows of ``base``
-    (same z-major order) whose output reaches the slab, widened to whole batches of
-    ``batch_size`` windows of ``base``'s list: a model's float results can depend on the batch
-    a window is computed in (CPU convolutions pick kernels by batch shape), so each window is
-    computed in the very batch a single-process run computes it in. The extra windows' outputs
-    fall outside the slab and are clipped away. ``z0, z1`` are in ``base``'s region coordinates.
+    ``z0, z1`` are in ``base``'s region coordinates; :meth:`windows` takes whole batches of
+    ``batch_size`` windows of ``base``'s list (see :class:`~.plan.SubregionPlan`).
     """
 
     def __init__(self, base: WindowPlan, z0: int, z1: int, batch_size: int = 1):
-        flat = [w for pair in base.pad for w in pair]
-        super().__init__(base.volume_shape, base.input_size, base.stride, flat, base.unpad, base.path)
-        full = base.region
-        if not 0 <= z0 < z1 <= full.shape[0]:
-            raise ValueError(f"{base.path}: slab [{z0}, {z1}) must be non-empty and inside [0, {full.shape[0]})")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        full = base.region.shape
+        if not 0 <= z0 < z1 <= full[0]:
+            raise ValueError(f"{base.path}: slab [{z0}, {z1}) must be non-empty and inside [0, {full[0]})")
+        super().__init__(base, Box((int(z0), 0, 0), (int(z1), *full[1:])), batch_size)
         object.__setattr__(self, "slab", (int(z0), int(z1)))
-        object.__setattr__(self, "base", base)
-        object.__setattr__(self, "batch_size", int(batch_size))
-
-    @property
-    def region(self) -> Box:
-        full = WindowPlan.region.fget(self)  # type: ignore[attr-defined]
-        z0, z1 = self.slab
-        return Box((full.start[0] + z0, *full.start[1:]), (full.start[0] + z1, *full.stop[1:]))
-
-    def windows(self, output_size: Sequence[int] | None = None) -> Iterator[int]:
-        full = list(self.base.windows(output_size))
-        shape = self.region_shape
-        if output_size is None:
-            hits = [k for k, i in enumerate(full) if not self.grid[i].relative_to(self.region).clip(shape).is_empty]
-        else:
-            hits = [k for k, i in enumerate(full) if not self.output_box(i, output_size).clip(shape).is_empty]
-        if not hits:
-            return iter(())
-        b = self.batch_size
-        return iter(full[hits[0] // b * b : min(len(full), (hits[-1] // b + 1) * b)])
 
 
-class _SlabInference(SlidingWindowInference):
-    """The engine of ``base`` (same model, settings, activation, device) predicting one z slab.
-
-    Relies on :meth:`SlidingWindowInference.predict` taking its geometry from :meth:`plan`.
-    """
+class _SlabInference(SubregionInference):
+    """The engine of ``base`` (same model, settings, activation, device) predicting one z slab."""
 
     def __init__(self, base: SlidingWindowInference, z0: int, z1: int):
-        super().__init__(base.model, base.settings, base.activation, base.device)
+        super().__init__(base, None)
         self.slab = (int(z0), int(z1))
 
     def plan(self, volume, pad=None, unpad: bool | None = None) -> WindowPlan:
-        return SlabPlan(super().plan(volume, pad, unpad), *self.slab, batch_size=self.settings.batch_size)
+        return SlabPlan(SlidingWindowInference.plan(self, volume, pad, unpad), *self.slab,
+                        batch_size=self.settings.batch_size)
 
 
 # ---------------------------------------------------------------------- one file of volumes

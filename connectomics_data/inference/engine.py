@@ -36,7 +36,7 @@ from ..io.base import PAD_MODES
 from ..progress import Progress
 from .accumulate import Accumulator, MemoryAccumulator, ZarrAccumulator, accumulator_bytes
 from .blending import BLENDING_MODES, WeightSum, blending_weights
-from .plan import WindowPlan
+from .plan import SubregionPlan, WindowPlan
 from .reader import WindowBatchReader
 from .resample import (
     ScaleGeometry,
@@ -441,6 +441,23 @@ class SlidingWindowInference:
                     sink.write(box, convert_scaled(pred, self.settings.output_dtype))
                     acc.release(box)
         stats.write += time.perf_counter() - t0
+
+
+class SubregionInference(SlidingWindowInference):
+    """The engine of ``base`` (same model, settings, activation, device) predicting one sub-box.
+
+    ``box`` is in the region coordinates of ``base``'s plan of the volume; the result covers
+    ``box`` only and is byte for byte that part of ``base``'s whole prediction (the plan is a
+    :class:`~.plan.SubregionPlan`: same windows, same order, same batches). Relies on
+    :meth:`SlidingWindowInference.predict` taking its geometry from :meth:`plan`.
+    """
+
+    def __init__(self, base: SlidingWindowInference, box: Box | None):
+        super().__init__(base.model, base.settings, base.activation, base.device)
+        self.box = box
+
+    def plan(self, volume, pad=None, unpad: bool | None = None) -> WindowPlan:
+        return SubregionPlan(super().plan(volume, pad, unpad), self.box, batch_size=self.settings.batch_size)
 
 
 def predict_volumes_to_file(

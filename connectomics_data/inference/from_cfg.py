@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -201,6 +202,23 @@ def _stem(name: str) -> str:
     return name
 
 
+BLOCKWISE_HINT_VOXELS = 10**10
+"""Inputs above this many voxels get a note about ``scripts/predict_blockwise.py``."""
+
+
+def blockwise_hint(volumes: Sequence, limit: int = BLOCKWISE_HINT_VOXELS) -> bool:
+    """Print (stderr) a pointer to blockwise inference when the volumes exceed ``limit`` voxels."""
+    import sys
+
+    voxels = sum(int(np.prod(v.spatial_shape, dtype=np.int64)) for v in volumes)
+    if voxels <= limit:
+        return False
+    print(f"note: {voxels:.2e} voxels to predict in one process; for volumes this large "
+          "scripts/predict_blockwise.py spreads the blocks over many workers and machines and resumes "
+          "after an interruption with the same output (see tutorials/scaling.md)", file=sys.stderr)
+    return True
+
+
 @dataclass
 class InferenceReport:
     """What a config-driven run did: ``mode`` ('volumes' | 'singly' | 'chunked'), outputs."""
@@ -309,6 +327,8 @@ def run_inference_from_cfg(
         raise ConfigError(f"INFERENCE.OUTPUT_NAME {name!r}: templates apply to DO_SINGLY only")
     check_output_name(name)
     volumes = [open_fn(f) for f in files]
+    if rank == 0:
+        blockwise_hint(volumes)
     target = out_dir / with_extension(name, fmt)
     normalizers = [normalizer_fn(v) for v in volumes]
     if world_size > 1:

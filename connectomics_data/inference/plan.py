@@ -151,3 +151,75 @@ class WindowPlan:
                 box = self.output_box(index, output_size)
             if not box.clip(region_shape).is_empty:
                 yield index
+
+    def axis_windows(self, output_size: Sequence[int] | None = None, box: Box | None = None) -> list[np.ndarray]:
+        """Per axis, the grid coordinates (sorted) of the windows that reach ``box`` along that axis.
+
+        ``box`` is in region coordinates (default: the whole region); a window reaches it when
+        its output (its input box without ``output_size``) overlaps it. A window reaches
+        ``box`` iff it does so along every axis, so the windows reaching ``box`` are the
+        product of these lists, in grid (z-major) order; :meth:`windows` of the whole region
+        is exactly that product.
+        """
+        region = self.region
+        target = region if box is None else box.shift(region.start)
+        if output_size is None:
+            off, size = (0, 0, 0), self.input_size
+        else:
+            off, size = self.output_offset(output_size), _triple(output_size, "output size")
+        out = []
+        for axis, (n, w, s) in enumerate(zip(self.padded_shape, self.input_size, self.stride)):
+            starts = window_starts(n, w, s) + off[axis]
+            hit = (starts < target.stop[axis]) & (starts + size[axis] > target.start[axis])
+            out.append(np.flatnonzero(hit))
+        return out
+
+
+class SubregionPlan(WindowPlan):
+    """``base``'s plan with the output region shrunk to ``box`` (in ``base``'s region coordinates).
+
+    The window grid is ``base``'s (same volume, window, stride, pad); region coordinates start
+    at ``box``. :meth:`windows` yields the windows of ``base`` (same z-major order) whose output
+    reaches ``box``, widened to whole batches of ``batch_size`` windows of ``base``'s list: a
+    model's float results can depend on the batch a window is computed in (CPU convolutions
+    pick kernels by batch shape), so each window is computed in the very batch a single-process
+    run computes it in. The extra windows' outputs fall outside ``box`` and are clipped away.
+    Accumulating these windows in this order gives every voxel of ``box`` the same float32 sum
+    as the whole run: the basis of sharded (``distributed``) and blockwise inference.
+    """
+
+    def __init__(self, base: WindowPlan, box: Box, batch_size: int = 1):
+        flat = [w for pair in base.pad for w in pair]
+        super().__init__(base.volume_shape, base.input_size, base.stride, flat, base.unpad, base.path)
+        full_shape = base.region.shape
+        if box.ndim != 3 or box.is_empty or not Box.from_shape(full_shape).contains(box):
+            raise ValueError(f"{base.path}: subregion {box} must be non-empty and inside the region {list(full_shape)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        object.__setattr__(self, "box", box)
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "batch_size", int(batch_size))
+
+    @property
+    def region(self) -> Box:
+        return self.box.shift(WindowPlan.region.fget(self).start)  # type: ignore[attr-defined]
+
+    def windows(self, output_size: Sequence[int] | None = None) -> Iterator[int]:
+        full = self.base.axis_windows(output_size)
+        hits = self.base.axis_windows(output_size, self.box)
+        if any(len(h) == 0 for h in hits):
+            return iter(())
+        n = [len(f) for f in full]
+        total = n[0] * n[1] * n[2]
+        # ranks of the hit coordinates among the base's (contiguous: both lists are sorted runs)
+        rz, ry, rx = (np.searchsorted(f, h) for f, h in zip(full, hits))
+        rows = (rz[:, None] * n[1] + ry[None, :]).ravel() * n[2]
+        b = self.batch_size
+        first, last = (rows + rx[0]) // b, (rows + rx[-1]) // b  # batches of each row's hit run
+        spans = last - first + 1
+        batches = np.unique(np.repeat(first - np.cumsum(spans) + spans, spans) + np.arange(int(spans.sum())))
+        positions = (batches[:, None] * b + np.arange(b)[None, :]).ravel()
+        positions = positions[positions < total]
+        pz, py, px = np.unravel_index(positions, n)
+        index = np.ravel_multi_index((full[0][pz], full[1][py], full[2][px]), self.grid.counts)
+        return iter(int(i) for i in index)
