@@ -132,7 +132,7 @@ def test_keys_that_cannot_act_here_warn_once_each_and_startup_says_where(project
         assert sum(key in line and instead in line for line in warned) == 1, (key, warned)
     start = [line for line in captured.out.splitlines() if line.startswith("device ")]
     assert len(start) == 1 and re.fullmatch(
-        r"device cpu \(\d+ threads?\), 0 data workers, batch 2 x \[5, 44, 44\] voxels read per "
+        r"device cpu \(\d+ threads?\), 0 loader threads, batch 2 x \[5, 44, 44\] voxels read per "
         r"sample \(model input \[3, 16, 16\]\)", start[0]), captured.out
     # nothing to say for the defaults of the tiny config
     assert main(["--config-file", str(project), "MONITOR.ITERATION_NUM", "[1, 0]"]) == 0

@@ -62,7 +62,11 @@ def startup_line(device: torch.device | str, loader, world_size: int = 1) -> str
     if model_in is not None and read is not None and tuple(model_in) != tuple(read):
         size += f" (model input {list(model_in)})"
     ranks = f", {world_size} ranks" if world_size > 1 else ""
-    return (f"device {where}{ranks}, {loader.num_workers} data workers"
+    if hasattr(loader, "num_threads"):  # SYSTEM.LOADER_MODE 'thread'
+        workers = f"{loader.num_threads} loader threads"
+    else:
+        workers = f"{loader.num_workers} data workers"
+    return (f"device {where}{ranks}, {workers}"
             f"{' per rank' if world_size > 1 else ''}, batch {loader.batch_size}{size}")
 
 

@@ -494,7 +494,8 @@ def _create_output(output: Path, settings: InferenceSettings, volumes, plans, na
     with prediction_file(output, "zarr", False, attrs=_run_attrs(settings)) as out:
         for name, volume, plan in zip(names, volumes, plans):
             attrs = {"source": str(getattr(volume, "path", ""))}
-            sink = out.sink(name, chunks=chunks, attrs=attrs, compression=compression)
+            sink = out.sink(name, chunks=chunks, attrs=attrs, compression=compression,
+                            voxel_size=getattr(volume, "voxel_size", None))
             sink.open((int(channels), *plan.region_shape), dtype)
             sink.close()
 
