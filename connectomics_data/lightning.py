@@ -136,9 +136,10 @@ class ConnectomicsDataModule(pl.LightningDataModule):
         """
         self.start_index = self._position()
         loader = self._loader("train", self.start_index)
-        batch_sampler = getattr(loader, "batch_sampler", None)
-        if isinstance(getattr(batch_sampler, "sampler", None), SampleIndexSampler):
-            batch_sampler.sampler = _PositionedSampler(batch_sampler.sampler, self._position)
+        # the sampler sits in the DataLoader's batch sampler (processes) or on the ThreadLoader
+        holder = getattr(loader, "batch_sampler", None) or loader
+        if isinstance(getattr(holder, "sampler", None), SampleIndexSampler):
+            holder.sampler = _PositionedSampler(holder.sampler, self._position)
             # tell Lightning the loader resumes (its warning about mid-epoch checkpoints does
             # not apply): the position comes from the restored global step, not from this state
             loader.state_dict = lambda: {"position": "from the trainer's global step"}

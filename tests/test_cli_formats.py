@@ -116,7 +116,7 @@ def test_lazy_tensorstore_volumes_are_read_in_fork_server_workers(project: Path)
     from connectomics_data.loader.build import build_dataloader
 
     opts = ["DATASET.IMAGE_NAME", "im_pc", "DATASET.LABEL_NAME", "lb_pc", "DATASET.VOXEL_SIZE", str(LEVEL1),
-            "SYSTEM.NUM_CPUS", "2"]
+            "SYSTEM.NUM_CPUS", "2", "SYSTEM.LOADER_MODE", "process"]
     cfg = load_cfg(str(project), opts=opts)  # preloaded into shared memory: workers fork as usual
     assert build_dataloader(cfg, "train", dataset=build_dataset(cfg, "train")).multiprocessing_context is None
     cfg = load_cfg(str(project), opts=[*opts, "DATASET.PRELOAD", "False"])
@@ -127,4 +127,8 @@ def test_lazy_tensorstore_volumes_are_read_in_fork_server_workers(project: Path)
     batch = next(iter(loader))
     same = next(iter(build_dataloader(cfg, "train", dataset=dataset, num_workers=0)))
     assert batch.image.shape[0] == 2
+    assert torch.equal(batch.image, same.image) and torch.equal(batch.targets[0], same.targets[0])
+    # loader threads (the default mode) never fork: the same batch from the same process
+    threads = load_cfg(str(project), opts=[*opts[:-1], "thread", "DATASET.PRELOAD", "False"])
+    batch = next(iter(build_dataloader(threads, "train", dataset=dataset)))
     assert torch.equal(batch.image, same.image) and torch.equal(batch.targets[0], same.targets[0])

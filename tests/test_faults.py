@@ -350,8 +350,11 @@ def test_full_disk_during_checkpoint_names_it_and_keeps_earlier_one(volumes, tmp
     assert child.returncode == 2, child.stderr
     assert f"cannot write {checkpoint}: the write failed, is the disk full?" in error_line(child.stderr)
     after = _snapshot(out)
-    assert after[checkpoint.name] == before[checkpoint.name]
     assert not [name for name in after if name.endswith(".tmp")]
+    assert checkpoint.name not in after  # the failed write left nothing under the final name
+    # the new run moved the earlier one aside first (runs never mix): it is intact there
+    (previous,) = (out / "previous_runs").iterdir()
+    assert _snapshot(previous)[checkpoint.name] == before[checkpoint.name]
 
 
 WRITE_HDF5 = """

@@ -135,7 +135,7 @@ def test_predict_dataloader_is_the_test_grid(cfg):
 
 def test_transfer_batch_to_device_is_batch_to(cfg):
     dm = ConnectomicsDataModule(cfg)
-    raw = next(iter(build_dataloader(cfg, "train")))
+    raw = next(iter(build_dataloader(cfg, "train", finish=False)))  # the compact form, as with CUDA
     assert raw.in_transit
     moved = dm.transfer_batch_to_device(raw, torch.device("cpu"), 0)
     assert_same(snapshot(moved), snapshot(raw.to("cpu")))

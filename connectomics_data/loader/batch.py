@@ -30,7 +30,10 @@ Between the workers and ``.to`` a batch travels in a compact form: the image as 
 for most EM) plus the per-sample affine, binary-valued targets as uint8, and weight maps that
 two numbers per sample determine (WEIGHT_OPT '1', the valid-mask weight '0') as recipes that are
 expanded on the device. That form is an internal detail of the transfer: it moves 4x fewer bytes
-and lets the GPU do the float work. A batch fresh from the loader has ``in_transit`` True.
+and lets the GPU do the float work. With CUDA a batch fresh from the loader has ``in_transit``
+True; on a CPU-only machine the loader finishes each batch where it is made (loader threads,
+or the training process with SYSTEM.LOADER_MODE 'process') into reused buffers, so it arrives
+ready (``build_dataloader(..., finish=False)`` keeps the compact form).
 
 Reading ``image``, ``targets`` or ``weights`` of an in-transit batch *works*: the batch first
 finishes itself in place, on the device where its tensors lie (the CPU), exactly as ``.to`` would

@@ -39,6 +39,10 @@ class ThreadLoader:
         finish: applied to each collated batch on the pool thread (e.g. ``finish_batch``).
     """
 
+    batch_sampler = None
+    """Batches are cut from ``sampler`` here (as a DataLoader built with ``batch_size``); tools
+    that inspect DataLoaders (Lightning) read ``sampler`` when this is None."""
+
     def __init__(self, dataset: Any, batch_size: int, sampler: Iterable[int], num_threads: int = 2,
                  in_flight: int | None = None, collate_fn: Callable[[list], Any] = collate_samples,
                  finish: Callable[[Batch], Batch] | None = None, drop_last: bool = False):
