@@ -9,8 +9,6 @@ import glob
 import os
 from pathlib import Path
 
-import pytest
-import torch
 from _chunked_common import CHUNKED, SHM, tiled_project
 from _trainer_common import read_log
 
@@ -18,13 +16,6 @@ from connectomics_data.config import load_cfg
 from connectomics_data.datasets.chunk_schedule import ChunkSchedule
 from connectomics_data.engine import trainer as trainer_module
 from connectomics_data.engine.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_log_reports_chunks_reads_and_shm_and_frees_slots_before_validation(tmp_path, monkeypatch, capsys):

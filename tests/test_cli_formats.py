@@ -20,12 +20,6 @@ from connectomics_data.io import open_volume
 LEVEL1 = [40, 8, 8]
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
 
 def _tiny(root: Path) -> dict[str, np.ndarray]:
     out = {}

@@ -10,7 +10,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 from _trainer_common import tiny_project
 
 from connectomics_data.config import load_cfg
@@ -18,13 +17,6 @@ from connectomics_data.engine import save_checkpoint
 from connectomics_data.engine.cli import main
 from connectomics_data.io import open_volume, write_png_slices
 from connectomics_data.models import build_model
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

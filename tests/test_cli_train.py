@@ -18,13 +18,6 @@ from connectomics_data.engine import read_checkpoint
 from connectomics_data.engine.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)

@@ -26,12 +26,6 @@ INFER = ["--inference", "--checkpoint", "net.pth.tar", "INFERENCE.DO_CHUNK_TITLE
          "DATASET.PAD_SIZE", "[1, 4, 4]", "INFERENCE.OUTPUT_DTYPE", "float32"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch) -> Path:

@@ -26,12 +26,6 @@ from connectomics_data.lightning import ConnectomicsDataModule  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def cfg(tmp_path: Path, monkeypatch):

@@ -15,7 +15,6 @@ import cc3d
 import h5py
 import numpy as np
 import pytest
-import torch
 from _trainer_common import read_log
 from scipy.ndimage import gaussian_filter
 
@@ -31,12 +30,6 @@ CASES_DIR = PYTC / "issue14"
 HAS_MONAI = importlib.util.find_spec("monai") is not None
 needs_monai = pytest.mark.skipif(not HAS_MONAI, reason="MONAI (the [monai] extra) is not installed")
 
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,6 @@ from connectomics_data.engine.cli import main
 from connectomics_data.engine.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
