@@ -244,3 +244,17 @@ def test_progress_line_counts_blocks_rate_and_eta(monkeypatch):
         "r.zarr/vol0: 30/100 blocks, 10 done earlier, 2 running, 0.50 blocks/s, 40s elapsed, ETA 2m20s",
         "r.zarr/vol0: 98/100 blocks, 10 done earlier, 2 failed, 0 running, 0.44 blocks/s, 3m20s elapsed, stopped",
     ]
+
+
+def test_cpu_workers_with_other_threads_than_one_process_are_told_so(capsys, monkeypatch):
+    """The last float bits of a CPU convolution depend on the thread count: a user whose workers
+    run with fewer threads than train.py --inference is told how to get the same bytes."""
+    from connectomics_data.engine.blockwise_cli import _note_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    _note_threads(None, 2, "cpu")  # 4 threads per worker, one process would use 8
+    note = capsys.readouterr().err
+    assert note.startswith("note: 4 torch thread(s) per worker") and "--threads 8" in note
+    for threads, workers, device in [(8, 2, "cpu"), (None, 1, "cpu"), (None, 2, "cuda"), (None, 0, "cpu")]:
+        _note_threads(threads, workers, device)
+        assert capsys.readouterr().err == "", (threads, workers, device)
