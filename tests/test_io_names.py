@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from connectomics_data.errors import ConfigError, VolumeNotFoundError
 from connectomics_data.io import resolve_names, resolve_volume_specs
+from connectomics_data.io.names import is_url
 
 
 @pytest.fixture(scope="module")
@@ -160,16 +161,26 @@ def test_parser_never_raises_anything_else(tree, names, dirs, is_absolute, expan
     parts=st.lists(
         st.text(
             st.characters(blacklist_characters="@\x00*?", blacklist_categories=("Cs",)), min_size=1
-        ).filter(lambda s: s.strip() and not s.lower().endswith(".txt")),
+        ).filter(lambda s: s.strip() and not s.lower().endswith(".txt") and not is_url(s)),
         min_size=1,
         max_size=5,
     )
 )
 def test_at_join_roundtrip(parts):
-    """'@'.join(parts) resolves to the parts themselves (is_absolute) or joined with one dir."""
+    """'@'.join(parts) resolves to the parts themselves (is_absolute) or joined with one dir
+    (URLs, which are never joined, are tested on their own)."""
     assert resolve_names("@".join(parts), None, is_absolute=True) == parts
     assert resolve_names(parts, "/base") == [os.path.join("/base", p) for p in parts]
     dirs = [f"/d{i}" for i in range(len(parts))]
     assert resolve_names("@".join(parts), "@".join(dirs)) == [
         os.path.join(d, p) for d, p in zip(dirs, parts)
     ]
+
+
+def test_only_a_scheme_makes_a_url():
+    """``scheme://`` at the start is a URL (never joined with INPUT_PATH); '://' elsewhere is a
+    path (a hypothesis example once treated the name '://' as a URL)."""
+    assert is_url("precomputed://file:///data/em") and is_url("gs://bucket/em") and is_url("file:///x")
+    assert not is_url("://") and not is_url("data/a://b") and not is_url("1x://y")
+    assert resolve_names("://", "/base") == [os.path.join("/base", "://")]
+    assert resolve_names("precomputed://file:///data/em", "/base") == ["precomputed://file:///data/em"]

@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Sequence
 
 from ..errors import ConfigError, VolumeNotFoundError
 
 NameSpec = str | Sequence[str]
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+"""A URL starts with a scheme (``precomputed://``, ``file://``, ``gs://``); a name that merely
+contains ``://`` elsewhere is a path."""
 
 
 def is_glob(name: str) -> bool:
@@ -35,7 +41,7 @@ def is_glob(name: str) -> bool:
 
 def is_url(name: str) -> bool:
     """True for a URL such as ``precomputed://file:///data/em`` (never joined with INPUT_PATH)."""
-    return "://" in name
+    return _URL.match(name) is not None
 
 
 def _check_part(part: object, value: object, what: str) -> str:
