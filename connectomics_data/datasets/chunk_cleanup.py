@@ -34,6 +34,8 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .chunk_slots import pid_alive
+
 DIR_PREFIX = "cdata-chunks-"
 """Store directories are ``<root>/cdata-chunks-<pid>-<random>``."""
 
@@ -79,16 +81,6 @@ def _pid_of(name: str) -> int | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _owner_alive(directory: str, pid: int | None) -> bool:
     """True while the store's owner (or a process that inherited its lock) lives."""
     try:
@@ -98,7 +90,7 @@ def _owner_alive(directory: str, pid: int | None) -> bool:
             return False
         # no lock file: an older store, or one being created this instant; trust the pid
         age = time.time() - os.stat(directory).st_mtime
-        return age < 5 or (pid is not None and _pid_alive(pid))
+        return age < 5 or (pid is not None and pid_alive(pid))
     except OSError:
         return True
     try:

@@ -95,7 +95,8 @@ class SlotData:
     derived: Any = None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (also when it belongs to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -143,7 +144,7 @@ def wait_ready(directory: str, slot: int, timeout: float, owner_pid: int | None 
                 f"slot {slot} was never requested from the chunk store {directory}: build the "
                 "DataLoader with sampler=dataset.sampler(...) (a ChunkSampler drives chunk loading)"
             )
-        if owner_pid is not None and owner_pid != os.getpid() and not _alive(owner_pid):
+        if owner_pid is not None and owner_pid != os.getpid() and not pid_alive(owner_pid):
             raise RuntimeError(f"the process {owner_pid} that loads chunks into {directory} has exited")
         if time.monotonic() > deadline:
             raise RuntimeError(
